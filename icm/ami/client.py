@@ -1,0 +1,378 @@
+"""One AMI connection to Asterisk, kept logged in.
+
+What it guarantees, and why it is not panoramisk's Manager (see README, "Dependencies"):
+
+* an exception in an event handler is logged and counted; the link and the rest of the
+  read go on;
+* frames are cut on bytes, so multi-byte characters split across reads survive;
+* a Ping is sent every ``keepalive_s`` and its reply awaited: a silent (half-open) link is
+  dropped after ``keepalive_timeout_s`` and reconnected;
+* reconnects back off exponentially with jitter (tenacity), and a refused login is logged
+  with the user and host (never the secret) on every attempt;
+* every action is bounded by a timeout and fails at once when the link is down; nothing is
+  ever re-sent on a new connection (a stale Setvar must not reach a new call);
+* :meth:`close` cancels everything, including a pending reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
+from tenacity import wait_exponential_jitter as backoff
+
+from icm.ami.frames import BANNER_PREFIX, FrameReader, Message, render
+from icm.config import AmiSettings
+from icm.logs import Throttled
+from icm.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+EventHandler = Callable[[Message], None]
+LoginHook = Callable[[], Awaitable[None]]
+
+
+class AmiError(Exception):
+    """Base of AMI failures."""
+
+
+class AmiNotConnected(AmiError):
+    """The link is down (or not logged in) and the action was not sent."""
+
+
+class AmiTimeout(AmiError):
+    """Asterisk did not answer an action in time."""
+
+
+class AmiActionError(AmiError):
+    """Asterisk answered ``Response: Error``; the message is Asterisk's."""
+
+
+class AmiLoginError(AmiError):
+    """Asterisk refused the login (wrong user or secret, or not permitted from here)."""
+
+
+@dataclass(slots=True)
+class _Pending:
+    future: asyncio.Future[Message | list[Message]]
+    items: list[Message] | None  # None: a plain action; a list: collecting an EventList
+
+
+class _Link(asyncio.Protocol):
+    """One TCP connection: bytes to messages, answers to the actions that asked."""
+
+    def __init__(self, client: AmiClient) -> None:
+        loop = asyncio.get_running_loop()
+        self.client = client
+        self.reader = FrameReader()
+        self.transport: asyncio.Transport | None = None
+        self.banner: asyncio.Future[str] = loop.create_future()
+        self.lost: asyncio.Future[None] = loop.create_future()
+        self.pending: dict[str, _Pending] = {}
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        messages = self.reader.feed(data)
+        if self.reader.banner is not None and not self.banner.done():
+            self.banner.set_result(self.reader.banner)
+        if self.reader.bad:
+            self.client._bad_frames(self.reader.bad)
+            self.reader.bad = []
+        for message in messages:
+            if not self._answer(message):
+                self.client._dispatch(message)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        error = AmiNotConnected("AMI connection lost")
+        for pending in self.pending.values():
+            if not pending.future.done():
+                pending.future.set_exception(error)
+        self.pending.clear()
+        if not self.banner.done():
+            self.banner.set_exception(AmiError("connection closed before the AMI banner"))
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+    def write(self, headers: Mapping[str, str]) -> None:
+        if self.transport is None or self.transport.is_closing():
+            raise AmiNotConnected("AMI connection is closed")
+        self.transport.write(render(headers))
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _answer(self, message: Message) -> bool:
+        """Route a message to the action waiting for it; False if none is."""
+        pending = self.pending.get(message.action_id) if message.action_id else None
+        if pending is None or pending.future.done():
+            return False
+        if not message.is_event:
+            if not message.ok:
+                pending.future.set_exception(AmiActionError(message.get("message") or "error"))
+            elif pending.items is None:
+                pending.future.set_result(message)
+            elif message.get("eventlist").lower() != "start":
+                pending.future.set_result(pending.items)
+            return True
+        if pending.items is None:
+            return False
+        if message.get("eventlist").lower() == "complete":
+            pending.future.set_result(pending.items)
+        else:
+            pending.items.append(message)
+        return True
+
+
+class AmiClient:
+    """Keeps one AMI session logged in and hands every event to ``on_event``.
+
+    :param on_event: called for every event not answering an action of ours; must be fast.
+    :param on_login: awaited (as a task) after every successful login: resynchronise here.
+    """
+
+    def __init__(
+        self,
+        settings: AmiSettings,
+        on_event: EventHandler,
+        *,
+        on_login: LoginHook | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self._on_event = on_event
+        self._on_login = on_login
+        self._metrics = metrics or Metrics()
+        self._link: _Link | None = None
+        self._ids = itertools.count(1)
+        self._prefix = f"icm-{secrets.token_hex(3)}-"
+        self._logged_in = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+        self._bad_log = Throttled(log)
+        self._handler_log = Throttled(log)
+        self.banner = ""
+
+    @property
+    def where(self) -> str:
+        return f"{self.settings.host}:{self.settings.port}"
+
+    @property
+    def logged_in(self) -> bool:
+        return self._logged_in.is_set()
+
+    def start(self) -> asyncio.Task[None]:
+        self._task = asyncio.create_task(self.run(), name="ami")
+        return self._task
+
+    async def run(self) -> None:
+        """Connect, log in and serve until :meth:`close`, reconnecting whenever the link
+        drops."""
+        while not self._closing:
+            link = await self._connect()
+            await self._serve(link)
+
+    async def close(self) -> None:
+        """Log off and stop for good: no reconnect is left scheduled."""
+        self._closing = True
+        link = self._link
+        if link is not None and self.logged_in:
+            with contextlib.suppress(AmiError):
+                await self._send(link, "Logoff", {}, timeout=0.5)
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if link is not None:
+            link.abort()
+
+    async def wait_logged_in(self, timeout: float) -> bool:
+        """True once logged in, False if ``timeout`` passes first."""
+        if self.logged_in:
+            return True
+        try:
+            async with asyncio.timeout(max(timeout, 0)):
+                await self._logged_in.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def action(
+        self, name: str, headers: Mapping[str, str] | None = None, *, timeout: float | None = None
+    ) -> Message:
+        """Send an action and return Asterisk's response.
+
+        :raises AmiNotConnected: not logged in (nothing was sent).
+        :raises AmiActionError: Asterisk answered with an error.
+        :raises AmiTimeout: no answer within ``timeout`` (default ``action_timeout_s``).
+        """
+        result = await self._send(self._current(), name, headers or {}, timeout)
+        assert isinstance(result, Message)
+        return result
+
+    async def list_action(
+        self, name: str, headers: Mapping[str, str] | None = None, *, timeout: float | None = None
+    ) -> list[Message]:
+        """Send a list action (DeviceStateList, ...) and return the events of its list."""
+        result = await self._send(self._current(), name, headers or {}, timeout, listing=True)
+        assert isinstance(result, list)
+        return result
+
+    def _current(self) -> _Link:
+        if self._link is None or not self.logged_in:
+            raise AmiNotConnected(f"not logged in to AMI at {self.where}")
+        return self._link
+
+    async def _send(
+        self,
+        link: _Link,
+        name: str,
+        headers: Mapping[str, str],
+        timeout: float | None,
+        *,
+        listing: bool = False,
+    ) -> Message | list[Message]:
+        action_id = f"{self._prefix}{next(self._ids)}"
+        future: asyncio.Future[Message | list[Message]] = asyncio.get_running_loop().create_future()
+        link.pending[action_id] = _Pending(future, [] if listing else None)
+        try:
+            link.write({"Action": name, "ActionID": action_id, **headers})
+            async with asyncio.timeout(timeout or self.settings.action_timeout_s):
+                return await future
+        except TimeoutError:
+            raise AmiTimeout(f"no answer to {name} from AMI at {self.where}") from None
+        finally:
+            link.pending.pop(action_id, None)
+
+    async def _connect(self) -> _Link:
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type((AmiError, OSError, TimeoutError)),
+            wait=backoff(multiplier=0.5, max=self.settings.reconnect_max_s, jitter=0.5),
+            before_sleep=self._before_retry,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._connect_once()
+        raise AssertionError("unreachable: the retry loop never stops by itself")
+
+    async def _connect_once(self) -> _Link:
+        loop = asyncio.get_running_loop()
+        settings = self.settings
+        opened: _Link | None = None
+        try:
+            async with asyncio.timeout(settings.connect_timeout_s):
+                _, opened = await loop.create_connection(
+                    lambda: _Link(self), settings.host, settings.port
+                )
+                banner = await opened.banner
+        except TimeoutError:
+            if opened is not None:
+                opened.banner.cancel()
+                opened.abort()
+            raise AmiError(
+                f"AMI at {self.where} did not greet within the connect timeout"
+            ) from None
+        link = opened
+        if not banner.encode().startswith(BANNER_PREFIX):
+            link.abort()
+            raise AmiError(f"{self.where} is not an Asterisk AMI port (greeting {banner[:40]!r})")
+        try:
+            # Asterisk pauses a second before refusing a wrong secret.
+            await self._send(
+                link,
+                "Login",
+                {"Username": settings.username, "Secret": settings.secret.get_secret_value()},
+                settings.action_timeout_s + 1.5,
+            )
+        except AmiActionError as exc:
+            link.abort()
+            self._metrics.ami_login_failures.inc()
+            raise AmiLoginError(
+                f"AMI at {self.where} refused the login of user {settings.username!r}: {exc} "
+                "(check ami.username and the secret)"
+            ) from None
+        except AmiError:
+            link.abort()
+            raise
+        self.banner = banner
+        return link
+
+    def _before_retry(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        delay = state.next_action.sleep if state.next_action else 0.0
+        level = logging.ERROR if isinstance(exc, AmiLoginError) else logging.WARNING
+        log.log(
+            level,
+            "AMI: %s; retrying in %.1f s (attempt %d)",
+            exc or "connection failed",
+            delay,
+            state.attempt_number,
+        )
+
+    async def _serve(self, link: _Link) -> None:
+        self._link = link
+        self._logged_in.set()
+        self._metrics.ami_connected.set(1)
+        log.info("AMI: logged in to %s as %r (%s)", self.where, self.settings.username, self.banner)
+        tasks = [asyncio.create_task(self._keepalive(link), name="ami-keepalive")]
+        if self._on_login is not None:
+            tasks.append(asyncio.create_task(self._after_login(), name="ami-login"))
+        try:
+            await link.lost
+        finally:
+            for task in tasks:
+                task.cancel()
+            self._logged_in.clear()
+            self._link = None
+            self._metrics.ami_connected.set(0)
+            if self._closing:
+                link.abort()
+            else:
+                self._metrics.ami_reconnects.inc()
+                log.warning("AMI: connection to %s lost; reconnecting", self.where)
+
+    async def _after_login(self) -> None:
+        assert self._on_login is not None
+        try:
+            await self._on_login()
+        except AmiError as exc:
+            log.warning("AMI: resynchronisation after login failed: %s", exc)
+        except Exception:
+            log.exception("AMI: resynchronisation after login failed")
+
+    async def _keepalive(self, link: _Link) -> None:
+        settings = self.settings
+        while True:
+            await asyncio.sleep(settings.keepalive_s)
+            try:
+                await self._send(link, "Ping", {}, settings.keepalive_timeout_s)
+            except AmiTimeout:
+                log.warning(
+                    "AMI: %s did not answer a Ping within %.1f s: link is dead, reconnecting",
+                    self.where,
+                    settings.keepalive_timeout_s,
+                )
+                link.abort()
+                return
+            except AmiError:
+                return
+
+    def _dispatch(self, message: Message) -> None:
+        self._metrics.ami_events.inc()
+        try:
+            self._on_event(message)
+        except Exception:
+            self._metrics.handler_errors.inc()
+            self._handler_log.exception("AMI: handler failed on event %s", message.name)
+
+    def _bad_frames(self, reasons: list[str]) -> None:
+        self._metrics.ami_bad_frames.inc(len(reasons))
+        self._bad_log.warning("AMI: skipped a malformed frame from %s: %s", self.where, reasons[0])

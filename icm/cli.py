@@ -1,0 +1,290 @@
+"""The ``icm`` command. It only reads arguments, loads the configuration and calls the
+parts; exit codes: 0 done, 1 failed, 2 bad configuration or arguments."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from icm import __version__
+from icm.config import Config, ConfigError, load
+from icm.store import Store, StoreError, open_store
+
+DEFAULT_CONFIG = "icm.toml"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.run(args))
+    except ConfigError as exc:
+        for line in exc.lines:
+            print(line, file=sys.stderr)
+        return 2
+    except StoreError as exc:
+        print(f"icm: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="icm", description="ICM: every client's call reaches the client's own manager."
+    )
+    parser.add_argument("--version", action="version", version=f"icm {__version__}")
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument(
+        "-c",
+        "--config",
+        default=os.environ.get("ICM_CONFIG", DEFAULT_CONFIG),
+        help="configuration file (default: $ICM_CONFIG or icm.toml)",
+    )
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    def command(name: str, run: Callable[[argparse.Namespace], int], text: str) -> Any:
+        cmd = sub.add_parser(name, parents=[config], help=text, description=text)
+        cmd.set_defaults(run=run)
+        return cmd
+
+    command("run", _run, "run the daemon")
+    command("check-config", _check, "validate the configuration file and exit")
+    lookup = command("lookup", _lookup, "look a number up through the sources, offline")
+    lookup.add_argument("number")
+    lookup.add_argument("--explain", action="store_true", help="show every source's answer")
+    lookup.add_argument("--json", action="store_true", help="print the decision as JSON")
+    bind = command("bind", _bind, "pin NUMBER to a manager's extension (or a number)")
+    bind.add_argument("number")
+    bind.add_argument("target")
+    bind.add_argument("--note", default="", help="why (shown by `icm bindings`)")
+    unbind = command("unbind", _unbind, "remove the pinned binding of NUMBER")
+    unbind.add_argument("number")
+    bindings = command("bindings", _bindings, "list pinned (or learned) bindings")
+    bindings.add_argument("--learned", action="store_true", help="learned ones instead")
+    bindings.add_argument("--limit", type=int, default=1000)
+    bindings.add_argument("--json", action="store_true")
+    forget = command("forget", _forget, "forget what was learned about NUMBER")
+    forget.add_argument("number")
+    demo = sub.add_parser(
+        "demo",
+        help="run the daemon against a simulated PBX that places sample calls",
+        description="Run ICM against a built-in simulated Asterisk (no PBX needed): it "
+        "places sample calls and prints each decision; /metrics stays live.",
+    )
+    demo.add_argument("--listen", default="127.0.0.1:9180", help="HTTP address for /metrics")
+    demo.add_argument("--once", action="store_true", help="exit after the sample calls")
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def _config(args: argparse.Namespace, *, ami_secret: bool = True) -> Config:
+    return load(args.config, os.environ, ami_secret=ami_secret)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from icm import logs
+    from icm.daemon import Daemon
+
+    config = _config(args)
+    logs.setup(config.log)
+    try:
+        asyncio.run(Daemon(config).run())
+    except OSError as exc:
+        logging.getLogger("icm").error("cannot start: %s", exc)
+        return 1
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    config = _config(args)
+    routing = config.routing
+    print(
+        f"{config.path}: OK (sources: {', '.join(routing.sources) or 'none'}; "
+        f"managers: {len(config.managers)}; store: {config.store.url}; "
+        f"AMI {config.ami.username}@{config.ami.host}:{config.ami.port})"
+    )
+    return 0
+
+
+def _lookup(args: argparse.Namespace) -> int:
+    from icm.daemon import build_sources
+    from icm.dialing import DialStrings
+    from icm.managers import Managers
+    from icm.model import Presence, RouteRequest
+    from icm.router import Router
+    from icm.sources import SourceContext
+
+    config = _config(args, ami_secret=False)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    async def lookup(store: Store) -> int:
+        numbers = config.numbers()
+        managers = Managers.from_config(config, numbers)
+        sources = build_sources(config, SourceContext(store, numbers, managers))
+        router = Router(
+            routing=config.routing,
+            sources=sources,
+            numbers=numbers,
+            managers=managers,
+            dial=DialStrings(config.dial, numbers),
+            presence=lambda ext: Presence.UNKNOWN,
+        )
+        for source, _ in sources:
+            await source.start()
+        try:
+            loop = asyncio.get_running_loop()
+            budget = config.routing.lookup_budget_ms / 1000
+            decision = await router.route(
+                RouteRequest(token="0", number=args.number, deadline=loop.time() + budget)
+            )
+        finally:
+            for source, _ in sources:
+                await source.close()
+        if args.json:
+            print(json.dumps(decision.as_dict(), ensure_ascii=False, indent=2))
+            return 0
+        target = decision.dial or "back to the scenario"
+        print(f"{decision.number or args.number}: {decision.status.value} -> {target}")
+        if decision.manager:
+            name = f" ({decision.manager_name})" if decision.manager_name else ""
+            print(f"  manager {decision.manager}{name}, from {decision.source}")
+        print(f"  reason: {decision.reason} (presence is not checked offline)")
+        if args.explain:
+            print(f"  sources asked in order, {decision.lookup_ms:.1f} ms in all:")
+            for i, step in enumerate(decision.steps, 1):
+                print(
+                    f"  {i}. {step.source:<10} {step.outcome:<10} {step.ms:7.1f} ms  {step.detail}"
+                )
+            if not decision.steps:
+                print("  (none: the number was settled before asking)")
+        return 0
+
+    return _with_store(config, lookup)
+
+
+def _bind(args: argparse.Namespace) -> int:
+    from icm.managers import Managers
+
+    config = _config(args, ami_secret=False)
+    numbers = config.numbers()
+    managers = Managers.from_config(config, numbers)
+    number = _number(config, args.number)
+    if number is None:
+        return 2
+    target = args.target
+    if managers.get(target) is None:
+        if not numbers.is_number(target):
+            print(
+                f"icm: {target!r} is neither a manager's extension (add [managers.{target}] "
+                "or list it in routing.extensions) nor a phone number",
+                file=sys.stderr,
+            )
+            return 2
+        target = numbers.parse(target)
+    if managers.is_exception(target):
+        print(f"icm: {target} is an exception: ICM never routes to it", file=sys.stderr)
+        return 2
+
+    async def bind(store: Store) -> int:
+        await store.pin(number, target, args.note)
+        print(f"{number} -> {target} (pinned)")
+        return 0
+
+    return _with_store(config, bind)
+
+
+def _unbind(args: argparse.Namespace) -> int:
+    config = _config(args, ami_secret=False)
+    number = _number(config, args.number)
+    if number is None:
+        return 2
+
+    async def unbind(store: Store) -> int:
+        if await store.unpin(number):
+            print(f"{number}: unpinned")
+            return 0
+        print(f"{number}: no pinned binding", file=sys.stderr)
+        return 1
+
+    return _with_store(config, unbind)
+
+
+def _bindings(args: argparse.Namespace) -> int:
+    config = _config(args, ami_secret=False)
+
+    async def show(store: Store) -> int:
+        rows = await store.bindings(pinned=not args.learned, limit=args.limit)
+        if args.json:
+            found = [
+                {"number": r.number, "target": r.target, "pinned": r.pinned, "at": r.at}
+                | {"note": r.note}
+                for r in rows
+            ]
+            print(json.dumps(found, ensure_ascii=False, indent=2))
+            return 0
+        for row in rows:
+            when = datetime.fromtimestamp(row.at, UTC).strftime("%Y-%m-%d %H:%M")
+            note = f"  {row.note}" if row.note else ""
+            print(f"{row.number:<16} {row.target:<16} {when}{note}")
+        if not rows:
+            print("(none)", file=sys.stderr)
+        return 0
+
+    return _with_store(config, show)
+
+
+def _forget(args: argparse.Namespace) -> int:
+    config = _config(args, ami_secret=False)
+    number = _number(config, args.number)
+    if number is None:
+        return 2
+
+    async def forget(store: Store) -> int:
+        found = await store.forget(number)
+        print(f"{number}: {'forgotten' if found else 'nothing learned'}")
+        return 0
+
+    return _with_store(config, forget)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from icm.demo import run_demo
+
+    return asyncio.run(run_demo(listen=args.listen, once=args.once))
+
+
+def _number(config: Config, raw: str) -> str | None:
+    from icm.numbers import Skip
+
+    number = config.numbers().normalise(raw)
+    if isinstance(number, Skip):
+        print(f"icm: {raw!r} is not a phone number ({number.reason})", file=sys.stderr)
+        return None
+    return number
+
+
+def _with_store(config: Config, work: Callable[[Store], Awaitable[int]]) -> int:
+    async def run() -> int:
+        store = open_store(config.store.url)
+        await store.open()
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,422 @@
+"""Settings: one TOML file, validated at start-up into frozen objects.
+
+Every mistake in the file gives one line naming the file, the key and what is expected
+(``icm.toml: routing.sources[1]: unknown source 'amocrn' (expected one of: icmdb)``),
+collected in a :class:`ConfigError`; the CLI prints them and exits with code 2. Each part of
+the daemon receives only its own section (``AmiSettings``, ``RoutingSettings``, ...).
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args, get_origin
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+
+from icm.numbers import NumberError, Numbers
+from icm.secrets import SecretError, read_secret
+from icm.sources import SourceSettings, installed_sources
+
+EXTENSION = re.compile(r"^\d{1,10}$")
+EXTENSION_RANGE = re.compile(r"^(\d{1,10})-(\d{1,10})$")
+# Dial strings end up inside Dial(...): no argument separators, quotes or substitutions.
+_DIAL_TEMPLATE = re.compile(r"^[A-Za-z0-9/_@.:+#*{}\-]+$")
+_SECRET_KEYS = ("secret", "token", "password", "client_secret", "webhook", "api_key")
+
+
+def _known_source(name: str) -> str:
+    known = installed_sources()
+    if name not in known:
+        raise ValueError(f"unknown source {name!r} (expected one of: {', '.join(sorted(known))})")
+    return name
+
+
+def _extension_or_range(item: str) -> str:
+    match = EXTENSION_RANGE.match(item)
+    if not (EXTENSION.match(item) or (match and int(match[1]) <= int(match[2]))):
+        raise ValueError(f"{item!r} is not an extension or a range like '100-199'")
+    return item
+
+
+SourceName = Annotated[str, AfterValidator(_known_source)]
+ExtensionOrRange = Annotated[str, AfterValidator(_extension_or_range)]
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used. ``lines`` holds one message per problem."""
+
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+        super().__init__("\n".join(lines))
+
+
+class _Section(BaseModel):
+    # strict: TOML has real types; "yes" is not a boolean and "1500" is not a number.
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+class AmiSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=5038, ge=1, le=65535)
+    username: str = Field(default="icm", min_length=1)
+    secret_env: str = "ICM_AMI_SECRET"
+    secret_file: str | None = None
+    connect_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    action_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    keepalive_s: float = Field(default=5.0, gt=0, le=300)
+    keepalive_timeout_s: float = Field(default=3.0, gt=0, le=60)
+    reconnect_max_s: float = Field(default=30.0, ge=0.1, le=600)
+    # Filled from secret_env/secret_file after validation; never read from the file.
+    secret: SecretStr = Field(default=SecretStr(""), exclude=True)
+
+
+class RoutingSettings(_Section):
+    country: str = Field(default="RU", pattern=r"^[A-Za-z]{2}$")
+    area_code: str = Field(default="", pattern=r"^\d{0,5}$")
+    sources: list[SourceName] = ["icmdb"]
+    exceptions: list[str] = []
+    ring_mobiles: bool = False
+    default_number: str = ""
+    lookup_budget_ms: int = Field(default=1500, ge=100, le=10_000)
+    dial_timeout_s: int = Field(default=20, ge=3, le=600)
+    extensions: list[ExtensionOrRange] = []
+
+    @field_validator("sources")
+    @classmethod
+    def _once_each(cls, sources: list[str]) -> list[str]:
+        if len(set(sources)) != len(sources):
+            raise ValueError("a source is listed twice (expected each source once)")
+        return sources
+
+
+
+class DialSettings(_Section):
+    extension: str = "SIP/{ext}"
+    external: str = "SIP/trunk/{number}"
+    default: str = ""
+
+    @field_validator("extension", "external", "default")
+    @classmethod
+    def _safe_template(cls, template: str) -> str:
+        if template and not _DIAL_TEMPLATE.match(template):
+            raise ValueError(
+                f"{template!r} has characters a Dial() string cannot hold "
+                "(expected letters, digits and / _ @ . : + # * - with {placeholders})"
+            )
+        return template
+
+    @field_validator("extension")
+    @classmethod
+    def _has_ext(cls, template: str) -> str:
+        if "{ext}" not in template:
+            raise ValueError(f"{template!r} lacks {{ext}} (expected e.g. 'PJSIP/{{ext}}')")
+        return template
+
+    @field_validator("external", "default")
+    @classmethod
+    def _has_number(cls, template: str) -> str:
+        if template and not any(p in template for p in ("{number}", "{e164}", "{national}")):
+            raise ValueError(
+                f"{template!r} lacks {{number}}, {{e164}} or {{national}} "
+                "(expected e.g. 'PJSIP/{number}@trunk')"
+            )
+        return template
+
+
+class ManagerSettings(_Section):
+    name: str = ""
+    mobiles: list[str] = []
+
+
+class StoreSettings(_Section):
+    url: str = "icm.db"
+
+
+class HttpSettings(_Section):
+    listen: str = "127.0.0.1:9180"
+    enabled: bool = True
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, listen: str) -> str:
+        split_host_port(listen)
+        return listen
+
+
+class LogSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+
+
+class Config(_Section):
+    """The whole validated configuration. ``path`` is the file it came from."""
+
+    path: Path = Field(default=Path("icm.toml"), strict=False)
+    ami: AmiSettings = AmiSettings()
+    routing: RoutingSettings = RoutingSettings()
+    dial: DialSettings = DialSettings()
+    managers: dict[str, ManagerSettings] = {}
+    sources: dict[str, SourceSettings] = {}
+    store: StoreSettings = StoreSettings()
+    http: HttpSettings = HttpSettings()
+    log: LogSettings = LogSettings()
+
+    def numbers(self) -> Numbers:
+        return Numbers(self.routing.country, self.routing.area_code)
+
+    def source_settings(self, name: str) -> SourceSettings:
+        """The validated ``[sources.<name>]`` section, or its defaults."""
+        settings = self.sources.get(name)
+        if settings is None:
+            settings = installed_sources()[name].Settings()
+        return settings
+
+
+def split_host_port(listen: str) -> tuple[str, int]:
+    """``"127.0.0.1:9180"`` or ``"[::1]:9180"`` as (host, port); ValueError if malformed."""
+    host, sep, port = listen.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{listen!r} is not host:port (expected e.g. '127.0.0.1:9180')")
+    if host not in ("localhost", ""):
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} is not an IP address (expected e.g. 127.0.0.1)") from None
+    return host or "0.0.0.0", int(port)
+
+
+def load(
+    path: str | Path, environ: Mapping[str, str] | None = None, *, ami_secret: bool = True
+) -> Config:
+    """Read, validate and complete the configuration file.
+
+    :param environ: where secrets named by ``*_env`` keys are read (the process environment
+        in production; a plain dict in tests).
+    :param ami_secret: False for commands that do not talk to Asterisk (``icm bind``).
+    :raises ConfigError: with one line per problem.
+    """
+    path = Path(path)
+    name = str(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError([f"{name}: file not found"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{name}: cannot read: {exc.strerror}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{name}: not UTF-8 text (expected a TOML file)"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{name}: not valid TOML: {exc}"]) from None
+    return from_dict(raw, name, environ or {}, ami_secret=ami_secret, path=path)
+
+
+def from_dict(
+    raw: Mapping[str, Any],
+    name: str,
+    environ: Mapping[str, str],
+    *,
+    ami_secret: bool = True,
+    path: Path | None = None,
+) -> Config:
+    """Validate an already parsed configuration (see :func:`load`)."""
+    errors: list[str] = []
+    raw = dict(raw)
+    _refuse_inline_secrets(raw, name, errors)
+    source_sections = raw.pop("sources", {})
+    try:
+        config = Config.model_validate({**raw, "path": path or Path(name)})
+    except ValidationError as exc:
+        errors.extend(_format(exc, name))
+        config = None
+    sources = _validate_sources(source_sections, name, errors)
+    if config is None or errors:
+        raise ConfigError(errors)
+    config = config.model_copy(update={"sources": sources})
+    _check_numbers(config, name, errors)
+    if ami_secret:
+        config = _with_secrets(config, name, environ, errors)
+    if errors:
+        raise ConfigError(errors)
+    return config
+
+
+def _validate_sources(sections: Any, name: str, errors: list[str]) -> dict[str, SourceSettings]:
+    if not isinstance(sections, dict):
+        errors.append(f"{name}: sources: expected a table of [sources.<name>] sections")
+        return {}
+    known = installed_sources()
+    result: dict[str, SourceSettings] = {}
+    for source, section in sections.items():
+        if source not in known:
+            errors.append(
+                f"{name}: sources.{source}: unknown source "
+                f"(expected one of: {', '.join(sorted(known))})"
+            )
+            continue
+        try:
+            result[source] = known[source].Settings.model_validate(section)
+        except ValidationError as exc:
+            errors.extend(
+                _format(exc, name, prefix=("sources", source), model=known[source].Settings)
+            )
+    return result
+
+
+def _check_numbers(config: Config, name: str, errors: list[str]) -> None:
+    numbers = config.numbers()
+    routing = config.routing
+    for key, extension in config.managers.items():
+        if not EXTENSION.match(key):
+            errors.append(f"{name}: managers.{key}: {key!r} is not an extension (expected digits)")
+        for i, mobile in enumerate(extension.mobiles):
+            _check_number(numbers, mobile, f"{name}: managers.{key}.mobiles[{i}]", errors)
+    for i, item in enumerate(routing.exceptions):
+        if not EXTENSION.match(item):
+            _check_number(numbers, item, f"{name}: routing.exceptions[{i}]", errors)
+    if routing.default_number and not EXTENSION.match(routing.default_number):
+        _check_number(numbers, routing.default_number, f"{name}: routing.default_number", errors)
+
+
+def _check_number(numbers: Numbers, value: str, where: str, errors: list[str]) -> None:
+    try:
+        numbers.parse(value)
+    except NumberError as exc:
+        errors.append(f"{where}: {exc} (expected an extension or a phone number)")
+
+
+def _with_secrets(
+    config: Config, name: str, environ: Mapping[str, str], errors: list[str]
+) -> Config:
+    ami = config.ami
+    try:
+        file = Path(ami.secret_file) if ami.secret_file else None
+        secret = read_secret("the AMI secret", ami.secret_env, file, environ)
+    except SecretError as exc:
+        errors.append(f"{name}: ami.secret_env: {exc}")
+        return config
+    return config.model_copy(update={"ami": ami.model_copy(update={"secret": secret})})
+
+
+def _refuse_inline_secrets(raw: Mapping[str, Any], name: str, errors: list[str]) -> None:
+    """A secret written into the TOML itself is refused with a pointer to the right place."""
+
+    def walk(node: Mapping[str, Any], trail: tuple[str, ...]) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(value, (*trail, key))
+            elif key in _SECRET_KEYS:
+                where = ".".join((*trail, key))
+                errors.append(
+                    f"{name}: {where}: secrets are not read from the config file "
+                    f'(expected {key}_env = "VARIABLE" or {key}_file = "/path")'
+                )
+
+    walk(raw, ())
+
+
+def _format(
+    exc: ValidationError,
+    name: str,
+    prefix: tuple[str | int, ...] = (),
+    model: type[BaseModel] | None = None,
+) -> list[str]:
+    lines = []
+    for error in exc.errors(include_url=False):
+        loc = (*prefix, *error["loc"])
+        key = _dotted(loc) or "(top level)"
+        message = _explain(error)
+        if error["type"] == "extra_forbidden":
+            known = _keys_at(model or Config, error["loc"][:-1])
+            close = difflib.get_close_matches(str(error["loc"][-1]), known, n=1)
+            if close:
+                message = f"unknown key (did you mean {close[0]!r}?)"
+        lines.append(f"{name}: {key}: {message}")
+    return lines
+
+
+def _keys_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str]:
+    """The keys a section accepts, found by walking ``loc`` down from ``model``."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(str(part))
+            if field is None:
+                return []
+            current = field.annotation
+        elif get_origin(current) is dict:
+            current = get_args(current)[1]
+        else:
+            return []
+    if get_origin(current) is dict:  # the section itself is a table of tables
+        current = get_args(current)[1]
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _dotted(loc: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _explain(error: Mapping[str, Any]) -> str:
+    kind = error["type"]
+    given = error.get("input")
+    if kind == "extra_forbidden":
+        return "unknown key (check its spelling; see icm.toml.example for every key)"
+    if kind == "missing":
+        return "missing (this key is required)"
+    if kind == "value_error":
+        return str(error["ctx"]["error"])
+    expected = {
+        "int_type": "an integer",
+        "int_parsing": "an integer",
+        "int_from_float": "an integer",
+        "float_type": "a number",
+        "float_parsing": "a number",
+        "bool_type": "true or false",
+        "bool_parsing": "true or false",
+        "string_type": "a string in quotes",
+        "tuple_type": 'a list like ["a", "b"]',
+        "list_type": 'a list like ["a", "b"]',
+        "dict_type": "a table",
+        "model_type": "a table",
+        "model_attributes_type": "a table",
+    }.get(kind)
+    if expected:
+        return f"expected {expected}, got {given!r}"
+    ctx = error.get("ctx", {})
+    if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
+        bound = next(iter(ctx.values()))
+        words = {
+            "greater_than_equal": "at least",
+            "less_than_equal": "at most",
+            "greater_than": "more than",
+            "less_than": "less than",
+        }[kind]
+        return f"expected a value {words} {bound}, got {given!r}"
+    if kind == "string_pattern_mismatch":
+        return f"{given!r} does not have the expected form ({ctx.get('pattern')})"
+    if kind == "literal_error":
+        return f"expected {ctx.get('expected')}, got {given!r}"
+    if kind == "string_too_short":
+        return "must not be empty"
+    return f"{error['msg']} (got {given!r})"

@@ -1,0 +1,59 @@
+"""Dial strings from the configured templates, and back: which extension a channel is.
+
+``[dial] extension = "SIP/{ext}"`` gives ``SIP/101`` for extension 101, and tells that
+channel ``SIP/101-0000002a`` is extension 101's phone. External numbers use
+``[dial] external`` with ``{number}`` (E.164 digits without ``+``), ``{e164}`` or
+``{national}`` (as dialled inside the country, trunk prefix included).
+"""
+
+from __future__ import annotations
+
+import re
+
+from icm.config import EXTENSION, DialSettings
+from icm.numbers import Numbers
+
+
+class DialStrings:
+    def __init__(self, settings: DialSettings, numbers: Numbers) -> None:
+        self.settings = settings
+        self.numbers = numbers
+        before, _, after = settings.extension.partition("{ext}")
+        self._device = re.compile(f"^{re.escape(before)}(?P<ext>[0-9]+){re.escape(after)}$")
+
+    def extension(self, ext: str) -> str:
+        return self.settings.extension.format(ext=ext)
+
+    def external(self, e164: str) -> str:
+        return self._number(self.settings.external, e164)
+
+    def default(self, target: str) -> str:
+        """The default number: an extension or a phone number (already validated)."""
+        if self.settings.default:
+            number = target if EXTENSION.match(target) else self.numbers.parse(target)
+            return self._number(self.settings.default, number)
+        if EXTENSION.match(target):
+            return self.extension(target)
+        return self.external(self.numbers.parse(target))
+
+    def device(self, ext: str) -> str:
+        """The device whose state tells whether ``ext`` is reachable (``SIP/101``)."""
+        return self.extension(ext).split("@", 1)[0]
+
+    def extension_of_channel(self, channel: str) -> str | None:
+        """The extension whose phone ``channel`` (``SIP/101-0000002a``) belongs to."""
+        device = channel.rpartition("-")[0] or channel
+        match = self._device.match(device)
+        return match["ext"] if match else None
+
+    @staticmethod
+    def join(parts: list[str]) -> str:
+        """Several targets rung at once (``SIP/101&SIP/trunk/79161234567``)."""
+        return "&".join(dict.fromkeys(p for p in parts if p))
+
+    def _number(self, template: str, number: str) -> str:
+        if not number.startswith("+"):  # an extension given to the default template
+            return template.format(number=number, e164=number, national=number)
+        return template.format(
+            number=number[1:], e164=number, national=self.numbers.national_digits(number)
+        )

@@ -1,0 +1,1 @@
+"""Ways a routing request reaches the router: the AMI UserEvent (the shipped dialplan)."""

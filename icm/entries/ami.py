@@ -1,0 +1,155 @@
+"""Routing requests from the shipped dialplan, over AMI.
+
+The dialplan raises ``UserEvent(ICMRoute, ICMToken: <token>, ICMNumber: <number>)`` and
+waits for ``ICM_REPLY`` on its channel to start with its token. This entry answers with one
+``Setvar ICM_REPLY=token|status|dial|manager|source|dial_timeout`` (one action: the answer
+lands whole or not at all), and only before the request's deadline: an answer that would
+come late is dropped, never sent, and the channel is never moved (no Redirect).
+The dialplan also reports how each call ended (``ICMResult``); that feeds a metric.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from icm.ami.client import AmiActionError, AmiClient, AmiError
+from icm.ami.frames import Message
+from icm.entries.base import decide, record, reply_fields
+from icm.logs import Throttled
+from icm.metrics import Metrics
+from icm.model import Decision, RouteRequest
+from icm.router import Router
+
+log = logging.getLogger(__name__)
+
+MAX_TOKEN = 64
+Claim = Callable[[RouteRequest], Awaitable[bool]]
+
+
+class AmiEntry:
+    """:param claim: asked before deciding; False means another instance answers this
+    call (several instances watching one Asterisk).
+    """
+
+    def __init__(
+        self,
+        ami: AmiClient,
+        router: Router,
+        *,
+        budget_s: float,
+        dial_timeout_s: int,
+        metrics: Metrics,
+        claim: Claim | None = None,
+    ) -> None:
+        self.ami = ami
+        self.router = router
+        self.budget_s = budget_s
+        self.dial_timeout_s = dial_timeout_s
+        self.metrics = metrics
+        self.claim = claim
+        self.accepting = True
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._bad = Throttled(log)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    def on_user_event(self, message: Message) -> None:
+        kind = message.get("userevent")
+        if kind == "ICMRoute":
+            self._on_route(message)
+        elif kind == "ICMResult":
+            self.metrics.outcome(message.get("icmstatus"))
+
+    async def drain(self, timeout: float) -> None:
+        """Stop taking requests; let those in flight finish within ``timeout``."""
+        self.accepting = False
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout)
+        for task in list(self._tasks):
+            task.cancel()
+
+    def _on_route(self, message: Message) -> None:
+        token, channel = message.get("icmtoken"), message.get("channel")
+        if not (token.isdigit() and len(token) <= MAX_TOKEN) or not channel:
+            self.metrics.answers_dropped.labels("malformed").inc()
+            self._bad.warning(
+                "ignored an ICMRoute event without a valid token or channel (call %s)",
+                message.get("uniqueid")[:40] or "-",
+            )
+            return
+        if not self.accepting:
+            self.metrics.answers_dropped.labels("stopping").inc()
+            return
+        now = asyncio.get_running_loop().time()
+        reserve = min(0.05, self.budget_s / 10)  # time kept to deliver the answer
+        request = RouteRequest(
+            token=token,
+            number=message.get("icmnumber") or message.get("calleridnum"),
+            uniqueid=message.get("uniqueid"),
+            channel=channel,
+            received=now,
+            deadline=now + self.budget_s - reserve,
+        )
+        self.metrics.requests.labels("ami").inc()
+        task = asyncio.create_task(self._handle(request))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, request: RouteRequest) -> None:
+        started = time.perf_counter()
+        self.metrics.in_flight.inc()
+        try:
+            if self.claim is not None and not await self.claim(request):
+                return
+            decision = await decide(self.router, request)
+            delivered = await self._deliver(request, decision)
+            total_ms = (time.perf_counter() - started) * 1000
+            record(
+                decision,
+                request,
+                self.metrics,
+                entry="ami",
+                total_ms=total_ms,
+                delivered=delivered,
+            )
+        finally:
+            self.metrics.in_flight.dec()
+
+    async def _deliver(self, request: RouteRequest, decision: Decision) -> bool:
+        loop = asyncio.get_running_loop()
+        send_by = request.received + self.budget_s
+        if loop.time() < send_by:
+            await self.ami.wait_logged_in(send_by - loop.time())
+        if loop.time() >= send_by:
+            reason = "late" if self.ami.logged_in else "ami_down"
+            self.metrics.answers_dropped.labels(reason).inc()
+            log.warning(
+                "call %s: no answer sent, the %.0f ms budget is spent (%s)",
+                request.uniqueid,
+                self.budget_s * 1000,
+                "AMI is down" if reason == "ami_down" else "decision too slow",
+            )
+            return False
+        value = "|".join([request.token, *reply_fields(decision), str(self.dial_timeout_s)])
+        try:
+            await self.ami.action(
+                "Setvar", {"Channel": request.channel, "Variable": "ICM_REPLY", "Value": value}
+            )
+        except AmiActionError as exc:
+            gone = "no such channel" in str(exc).lower()
+            self.metrics.answers_dropped.labels("caller_gone" if gone else "refused").inc()
+            if gone:
+                log.info("call %s: the caller hung up before the answer", request.uniqueid)
+            else:
+                log.warning("call %s: Asterisk refused the answer: %s", request.uniqueid, exc)
+            return False
+        except AmiError as exc:
+            self.metrics.answers_dropped.labels("ami_down").inc()
+            log.warning("call %s: answer not delivered: %s", request.uniqueid, exc)
+            return False
+        return True

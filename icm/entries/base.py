@@ -1,0 +1,76 @@
+"""What every entry does with a request once it has one: decide, then log and count the
+decision the same way, whichever way the request came in."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from icm.metrics import Metrics
+from icm.model import Decision, RouteRequest, Status
+from icm.router import Router
+
+log = logging.getLogger("icm.decision")
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.@+\-]")
+
+
+async def decide(router: Router, request: RouteRequest) -> Decision:
+    """The router's decision; ERROR (the call goes back to its scenario) if it fails."""
+    try:
+        return await router.route(request)
+    except Exception:
+        log.exception("routing failed for call %s", request.uniqueid or request.token)
+        return Decision(Status.ERROR, reason="internal error (see the daemon's log)")
+
+
+def reply_fields(decision: Decision) -> list[str]:
+    """status, dial, manager, source: safe to place in a channel variable."""
+    return [
+        decision.status.value,
+        decision.dial,
+        _UNSAFE.sub("_", decision.manager),
+        _UNSAFE.sub("_", decision.source),
+    ]
+
+
+def record(
+    decision: Decision,
+    request: RouteRequest,
+    metrics: Metrics,
+    *,
+    entry: str,
+    total_ms: float,
+    delivered: bool,
+) -> None:
+    """One log line and the metrics for a decision."""
+    metrics.decisions.labels(decision.status.value, decision.source or "none").inc()
+    if delivered:
+        metrics.decision_seconds.observe(total_ms / 1000)
+    steps = " ".join(f"{s.source}:{s.outcome}:{s.ms:.1f}ms" for s in decision.steps) or "-"
+    manager = decision.manager + (f" ({decision.manager_name})" if decision.manager_name else "")
+    log.info(
+        "%s call=%s number=%s status=%s manager=%s source=%s dial=%s lookup_ms=%.1f "
+        "total_ms=%.1f steps=%s reason=%r%s",
+        entry,
+        request.uniqueid or "-",
+        decision.number or request.number or "-",
+        decision.status.value,
+        manager or "-",
+        decision.source or "-",
+        decision.dial or "-",
+        decision.lookup_ms,
+        total_ms,
+        steps,
+        decision.reason,
+        "" if delivered else " (not delivered)",
+        extra={
+            "uniqueid": request.uniqueid,
+            "status": decision.status.value,
+            "source": decision.source,
+            "manager": decision.manager,
+            "lookup_ms": round(decision.lookup_ms, 3),
+            "total_ms": round(total_ms, 3),
+            "delivered": delivered,
+        },
+    )

@@ -1,0 +1,118 @@
+"""Plain values passed between the parts: a routing request, a source's answer, a decision.
+
+None of these know about AMI, HTTP or storage; the router turns a :class:`RouteRequest`
+into a :class:`Decision`, and the entry that received the request delivers it.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class Status(enum.StrEnum):
+    """What the daemon decided. ``DIAL`` means "ring the manager"; the dialplan turns it
+    into the dial's outcome (ANSWERED, NOANSWER, BUSY, OFFLINE). Every other status is
+    final unless a default number is dialled, in which case it is kept when nobody
+    answers."""
+
+    DIAL = "DIAL"
+    NOTFOUND = "NOTFOUND"
+    NOTCONNECTED = "NOTCONNECTED"
+    OFFLINE = "OFFLINE"
+    BUSY = "BUSY"
+    EXCEPTION = "EXCEPTION"
+    ANONYMOUS = "ANONYMOUS"
+    TIMEOUT = "TIMEOUT"
+    ERROR = "ERROR"
+
+
+class Presence(enum.StrEnum):
+    AVAILABLE = "available"
+    BUSY = "busy"
+    OFFLINE = "offline"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRequest:
+    """One request from the dialplan: "who serves this caller?".
+
+    :param token: the dialplan's own token; the answer carries it back.
+    :param number: the raw number to look up (the caller ID unless the scenario gave one).
+    :param deadline: loop time after which no answer may be sent.
+    """
+
+    token: str
+    number: str
+    uniqueid: str = ""
+    channel: str = ""
+    received: float = 0.0
+    deadline: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A source's answer: the responsible manager, as the source knows him.
+
+    A source names an ``extension`` (a PBX extension), or an external ``number``
+    (E.164), or only a CRM user (``user``) that ICM maps to an extension; an answer
+    with none of them means the manager is not connected to the PBX.
+    """
+
+    extension: str | None = None
+    number: str | None = None
+    user: str | None = None
+    name: str = ""
+    mobiles: tuple[str, ...] = ()
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One line of a decision's explanation."""
+
+    source: str
+    outcome: str  # answered, no-answer, skipped, error, timeout, cut, exception, invalid
+    ms: float
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "source": self.source,
+            "outcome": self.outcome,
+            "ms": round(self.ms, 3),
+            "detail": self.detail,
+        }
+
+
+@dataclass(slots=True)
+class Decision:
+    """Where a call goes, and why.
+
+    :param dial: the Dial() string to ring, empty to send the call back to its scenario.
+    :param manager: the chosen manager's extension (or external number), if any.
+    """
+
+    status: Status
+    number: str = ""
+    dial: str = ""
+    manager: str = ""
+    manager_name: str = ""
+    source: str = ""
+    reason: str = ""
+    steps: list[Step] = field(default_factory=list)
+    lookup_ms: float = 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "status": self.status.value,
+            "number": self.number,
+            "dial": self.dial,
+            "manager": self.manager,
+            "manager_name": self.manager_name,
+            "source": self.source,
+            "reason": self.reason,
+            "lookup_ms": round(self.lookup_ms, 3),
+            "steps": [step.as_dict() for step in self.steps],
+        }

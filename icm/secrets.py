@@ -1,0 +1,40 @@
+"""Secrets come from an environment variable or a file, never from the config file itself.
+
+A secret is named in the config by where to find it (``secret_env`` or ``secret_file``);
+its value is read once at start-up into a :class:`pydantic.SecretStr`, whose ``repr`` and
+``str`` hide it, so it cannot reach a log line or an error message by accident.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import SecretStr
+
+
+class SecretError(ValueError):
+    """A secret that cannot be read. The message names where it was looked for, never a value."""
+
+
+def read_secret(
+    what: str, env_name: str | None, file: Path | None, environ: Mapping[str, str]
+) -> SecretStr:
+    """Read a secret from ``file`` if given, else from the environment variable ``env_name``.
+
+    :param what: the secret's description for error messages ("the AMI secret").
+    """
+    if file is not None:
+        try:
+            value = file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise SecretError(f"cannot read {what} from file {file}: {exc.strerror}") from None
+        if not value:
+            raise SecretError(f"file {file} is empty (expected {what})")
+        return SecretStr(value)
+    if not env_name:
+        raise SecretError(f"no place for {what}: set an environment variable name or a file")
+    value = environ.get(env_name, "").strip()
+    if not value:
+        raise SecretError(f"environment variable {env_name} is not set (expected {what} in it)")
+    return SecretStr(value)

@@ -1,0 +1,76 @@
+"""The store: what ICM remembers between calls and shares between instances.
+
+Two kinds of data:
+
+* bindings: number -> manager. *Learned* ones come from answered calls (the last
+  conversation wins); *pinned* ones are set by an administrator and win over learned ones.
+* a small key-value space with expiry, used for per-call claims between instances, source
+  caches and shared tokens. ``add`` is "set if absent", the primitive claims and locks use.
+
+SQLite (embedded, the default) and Redis implement this same interface and pass the same
+contract tests (``tests/test_store_contract.py``). Any failure of the backing service is
+raised as :class:`StoreError`; callers decide what it means for the call in hand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class StoreError(Exception):
+    """The store could not serve a request (service down, disk full, corrupt file)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """``number`` (E.164) is served by ``target`` (an extension, or an E.164 number for a
+    pinned binding). ``at`` is when it was learned or pinned (Unix time)."""
+
+    number: str
+    target: str
+    pinned: bool
+    at: float
+    note: str = ""
+
+
+class Store(Protocol):
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def binding(self, number: str, *, learned_since: float = 0.0) -> Binding | None:
+        """The pinned binding for ``number``, else the learned one if learned at or after
+        ``learned_since``; None if neither."""
+        ...
+
+    async def learn(self, number: str, extension: str, at: float, note: str = "") -> bool:
+        """Record that ``number`` last talked with ``extension`` at time ``at``. A record
+        older than the one kept is ignored (returns False)."""
+        ...
+
+    async def forget(self, number: str) -> bool:
+        """Drop what was learned about ``number`` (pinned bindings stay)."""
+        ...
+
+    async def pin(self, number: str, target: str, note: str = "") -> None: ...
+
+    async def unpin(self, number: str) -> bool: ...
+
+    async def bindings(self, *, pinned: bool, limit: int = 1000) -> list[Binding]:
+        """Pinned (or learned) bindings, newest first."""
+        ...
+
+    async def purge_learned(self, before: float) -> int:
+        """Drop learned bindings older than ``before``; returns how many."""
+        ...
+
+    async def get(self, key: str) -> str | None: ...
+
+    async def set(self, key: str, value: str, ttl_s: float | None = None) -> None: ...
+
+    async def add(self, key: str, value: str, ttl_s: float) -> bool:
+        """Set ``key`` only if it is absent (or expired); True if this call set it."""
+        ...
+
+    async def delete(self, *keys: str) -> int: ...

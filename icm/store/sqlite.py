@@ -1,0 +1,152 @@
+"""The embedded store: one SQLite file, used through aiosqlite so the event loop never
+blocks on disk. WAL mode lets ``icm bind`` and friends write while the daemon runs, and
+keeps every committed write across a crash of the daemon."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from icm.store.base import Binding, StoreError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS learned (
+    number TEXT PRIMARY KEY, extension TEXT NOT NULL, at REAL NOT NULL, note TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS learned_at ON learned(at);
+CREATE TABLE IF NOT EXISTS pinned (
+    number TEXT PRIMARY KEY, target TEXT NOT NULL, at REAL NOT NULL, note TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL);
+CREATE INDEX IF NOT EXISTS kv_expires ON kv(expires);
+"""
+
+_BINDING = """
+SELECT target, at, note, 1 FROM pinned WHERE number = ?
+UNION ALL
+SELECT extension, at, note, 0 FROM learned WHERE number = ? AND at >= ?
+ORDER BY 4 DESC LIMIT 1
+"""
+
+
+class SqliteStore:
+    """:param path: the database file (created with its directory if missing)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._db: aiosqlite.Connection | None = None
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({str(self.path)!r})"
+
+    async def open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = await aiosqlite.connect(self.path, isolation_level=None)
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=NORMAL")
+            await db.execute("PRAGMA busy_timeout=5000")
+            await db.executescript(_SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from exc
+        self._db = db
+
+    async def close(self) -> None:
+        if self._db is not None:
+            db, self._db = self._db, None
+            await db.close()
+
+    async def binding(self, number: str, *, learned_since: float = 0.0) -> Binding | None:
+        rows = await self._fetch(_BINDING, (number, number, learned_since))
+        if not rows:
+            return None
+        target, at, note, pinned = rows[0]
+        return Binding(number, target, bool(pinned), at, note)
+
+    async def learn(self, number: str, extension: str, at: float, note: str = "") -> bool:
+        changed = await self._write(
+            "INSERT INTO learned VALUES (?, ?, ?, ?) ON CONFLICT(number) DO UPDATE SET"
+            " extension = excluded.extension, at = excluded.at, note = excluded.note"
+            " WHERE excluded.at >= learned.at",
+            (number, extension, at, note),
+        )
+        return changed > 0
+
+    async def forget(self, number: str) -> bool:
+        return await self._write("DELETE FROM learned WHERE number = ?", (number,)) > 0
+
+    async def pin(self, number: str, target: str, note: str = "") -> None:
+        await self._write(
+            "INSERT OR REPLACE INTO pinned VALUES (?, ?, ?, ?)",
+            (number, target, time.time(), note),
+        )
+
+    async def unpin(self, number: str) -> bool:
+        return await self._write("DELETE FROM pinned WHERE number = ?", (number,)) > 0
+
+    async def bindings(self, *, pinned: bool, limit: int = 1000) -> list[Binding]:
+        table, column = ("pinned", "target") if pinned else ("learned", "extension")
+        rows = await self._fetch(
+            f"SELECT number, {column}, at, note FROM {table} ORDER BY at DESC LIMIT ?", (limit,)
+        )
+        return [Binding(number, target, pinned, at, note) for number, target, at, note in rows]
+
+    async def purge_learned(self, before: float) -> int:
+        purged = await self._write("DELETE FROM learned WHERE at < ?", (before,))
+        await self._write(
+            "DELETE FROM kv WHERE expires IS NOT NULL AND expires <= ?", (time.time(),)
+        )
+        return purged
+
+    async def get(self, key: str) -> str | None:
+        rows = await self._fetch(
+            "SELECT value FROM kv WHERE key = ? AND (expires IS NULL OR expires > ?)",
+            (key, time.time()),
+        )
+        return rows[0][0] if rows else None
+
+    async def set(self, key: str, value: str, ttl_s: float | None = None) -> None:
+        expires = None if ttl_s is None else time.time() + ttl_s
+        await self._write("INSERT OR REPLACE INTO kv VALUES (?, ?, ?)", (key, value, expires))
+
+    async def add(self, key: str, value: str, ttl_s: float) -> bool:
+        now = time.time()
+        changed = await self._write(
+            "INSERT INTO kv VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET"
+            " value = excluded.value, expires = excluded.expires"
+            " WHERE kv.expires IS NOT NULL AND kv.expires <= ?",
+            (key, value, now + ttl_s, now),
+        )
+        return changed > 0
+
+    async def delete(self, *keys: str) -> int:
+        if not keys:
+            return 0
+        marks = ",".join("?" * len(keys))
+        return await self._write(f"DELETE FROM kv WHERE key IN ({marks})", keys)
+
+    async def _fetch(self, sql: str, args: Iterable[Any]) -> list[Any]:
+        db = self._connection()
+        try:
+            async with db.execute(sql, tuple(args)) as cursor:
+                return list(await cursor.fetchall())
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite store {self.path}: {exc}") from exc
+
+    async def _write(self, sql: str, args: Iterable[Any]) -> int:
+        db = self._connection()
+        try:
+            async with db.execute(sql, tuple(args)) as cursor:
+                return cursor.rowcount
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite store {self.path}: {exc}") from exc
+
+    def _connection(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise StoreError(f"SQLite store {self.path} is not open")
+        return self._db

@@ -1,0 +1,107 @@
+"""Shared fixtures: stores, the simulated Asterisk, configurations and running daemons."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from icm.config import Config, from_dict
+from icm.daemon import Daemon
+from icm.store import SqliteStore, Store
+
+TEST_SECRET = "test-secret-5f1c"  # the simulated Asterisk's AMI secret
+SECRET_ENV = {"ICM_AMI_SECRET": TEST_SECRET}
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
+    store = SqliteStore(tmp_path / "icm.db")
+    await store.open()
+    yield store
+    await store.close()
+
+
+@pytest.fixture(params=["sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """Every store implementation, for the contract tests."""
+    made = SqliteStore(tmp_path / "icm.db")
+    await made.open()
+    yield made
+    await made.close()
+
+
+@pytest.fixture
+async def pbx() -> AsyncIterator[Any]:
+    from icm.testing.pbx import FakeAsterisk
+
+    fake = FakeAsterisk(auth_delay=0.05)
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+@pytest.fixture
+def make_config(tmp_path: Path) -> Callable[..., Config]:
+    """A configuration for a daemon talking to the simulated PBX on ``port``."""
+
+    def make(port: int = 1, **sections: Any) -> Config:
+        base: dict[str, Any] = {
+            "ami": {"port": port, "keepalive_s": 0.5, "keepalive_timeout_s": 0.5,
+                    "reconnect_max_s": 1.0, "connect_timeout_s": 2.0},
+            "routing": {"area_code": "495", "lookup_budget_ms": 500, "dial_timeout_s": 3},
+            "managers": {
+                "101": {"name": "Anna"},
+                "102": {"name": "Boris"},
+                "103": {"name": "Vera", "mobiles": ["+79160000003"]},
+                "104": {"name": "Gleb"},
+                "100": {"name": "Director"},
+            },
+            "sources": {"icmdb": {"min_talk_s": 0.01}},
+            "store": {"url": str(tmp_path / "icm.db")},
+            "http": {"listen": "127.0.0.1:0"},
+        }
+        return from_dict(deep_merge(base, sections), "test.toml", SECRET_ENV)
+
+    return make
+
+
+@pytest.fixture
+async def start_daemon() -> AsyncIterator[Callable[..., Any]]:
+    """Start daemons that are stopped at the end of the test."""
+    running: list[Daemon] = []
+
+    async def start(config: Config, *, wait_login: bool = True) -> Daemon:
+        daemon = Daemon(config)
+        await daemon.start()
+        running.append(daemon)
+        if wait_login:
+            assert await daemon.ami.wait_logged_in(5), "the daemon did not log in"
+            await until(lambda: daemon.resyncs > 0, timeout=5)
+        return daemon
+
+    yield start
+    for daemon in running:
+        with contextlib.suppress(Exception):
+            await daemon.stop()
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 3.0, step: float = 0.005) -> None:
+    """Wait until ``predicate()`` is true; fail the test after ``timeout``."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(step)

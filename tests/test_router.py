@@ -1,0 +1,209 @@
+"""The router's decisions, source by source and case by case (no AMI: plain objects)."""
+
+import asyncio
+
+import pytest
+
+from icm.config import from_dict
+from icm.dialing import DialStrings
+from icm.managers import Managers
+from icm.model import Answer, Presence, RouteRequest, Status
+from icm.router import Router
+from icm.sources import SourceError, SourceSettings
+
+
+class StubSource:
+    """A source answering what the test says, after ``delay`` seconds."""
+
+    def __init__(self, name, answer=None, *, delay=0.0, error=None, timeout_ms=200):
+        self.name = name
+        self.answer = answer
+        self.delay = delay
+        self.error = error
+        self.settings = SourceSettings(timeout_ms=timeout_ms)
+        self.asked = []
+
+    async def lookup(self, number):
+        self.asked.append(number)
+        await asyncio.sleep(self.delay)
+        if self.error is not None:
+            raise self.error
+        return self.answer
+
+
+def make_router(*sources, presence=None, **routing):
+    config = from_dict(
+        {
+            "routing": {"area_code": "495", **routing},
+            "managers": {
+                "101": {"name": "Anna"},
+                "102": {"name": "Boris", "mobiles": ["+79160000002", "89160000022"]},
+                "100": {"name": "Director"},
+            },
+            "dial": {"extension": "SIP/{ext}", "external": "SIP/trunk/{national}"},
+        },
+        "test.toml",
+        {},
+        ami_secret=False,
+    )
+    numbers = config.numbers()
+    states = presence or {}
+    return Router(
+        routing=config.routing,
+        sources=[(s, s.settings) for s in sources],
+        numbers=numbers,
+        managers=Managers.from_config(config, numbers),
+        dial=DialStrings(config.dial, numbers),
+        presence=lambda ext: states.get(ext, Presence.AVAILABLE),
+    )
+
+
+async def route(router, number="8 916 123-45-67", budget=1.0):
+    loop = asyncio.get_running_loop()
+    return await router.route(RouteRequest("1", number, deadline=loop.time() + budget))
+
+
+async def test_known_caller_is_dialled():
+    decision = await route(make_router(StubSource("a", Answer(extension="101", detail="d"))))
+    assert (decision.status, decision.dial, decision.manager, decision.source) == (
+        Status.DIAL, "SIP/101", "101", "a")
+    assert decision.number == "+79161234567"
+    assert decision.manager_name == "Anna"
+    assert [(s.source, s.outcome) for s in decision.steps] == [("a", "answered")]
+
+
+async def test_first_answer_wins_and_later_sources_are_not_asked():
+    first = StubSource("first", Answer(extension="101"))
+    second = StubSource("second", Answer(extension="102"))
+    decision = await route(make_router(first, second))
+    assert decision.source == "first" and second.asked == []
+
+
+async def test_no_answer_errors_and_timeouts_fall_through():
+    sources = [
+        StubSource("silent"),
+        StubSource("broken", error=SourceError("broken", "HTTP 500", "crm.example")),
+        StubSource("slow", Answer(extension="102"), delay=1.0, timeout_ms=50),
+        StubSource("buggy", error=ZeroDivisionError()),
+        StubSource("good", Answer(extension="101")),
+    ]
+    decision = await route(make_router(*sources))
+    assert decision.source == "good"
+    assert [(s.source, s.outcome) for s in decision.steps] == [
+        ("silent", "no-answer"), ("broken", "error"), ("slow", "timeout"),
+        ("buggy", "error"), ("good", "answered")]
+    assert decision.steps[1].detail == "HTTP 500"
+    assert decision.steps[3].detail == "unexpected ZeroDivisionError"
+
+
+async def test_budget_cuts_the_chain_and_gives_timeout():
+    slow = StubSource("slow", Answer(extension="101"), delay=5, timeout_ms=5000)
+    never = StubSource("never", Answer(extension="102"))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    decision = await route(make_router(slow, never), budget=0.1)
+    assert loop.time() - started < 0.2
+    assert decision.status is Status.TIMEOUT
+    assert [(s.source, s.outcome) for s in decision.steps] == [("slow", "cut"), ("never", "cut")]
+    assert never.asked == []
+
+
+@pytest.mark.parametrize(
+    ("answer", "outcome"),
+    [
+        (Answer(extension="100"), "exception"),
+        (Answer(extension="555"), "invalid"),
+        (Answer(extension="101,60,tT"), "invalid"),
+        (Answer(number="not a number"), "invalid"),
+        (Answer(number="+7 916 000-00-99"), "answered"),
+    ],
+)
+async def test_answers_are_checked_before_they_are_trusted(answer, outcome):
+    fallback = StubSource("fallback", Answer(extension="101"))
+    decision = await route(make_router(StubSource("a", answer), fallback, exceptions=["100"]))
+    assert decision.steps[0].outcome == outcome
+    if outcome == "answered":
+        assert decision.dial == "SIP/trunk/89160000099" and decision.source == "a"
+    else:
+        assert decision.source == "fallback" and decision.dial == "SIP/101"
+
+
+async def test_unknown_caller_goes_back_or_to_the_default_number():
+    decision = await route(make_router(StubSource("a")))
+    assert (decision.status, decision.dial) == (Status.NOTFOUND, "")
+    decision = await route(make_router(StubSource("a"), default_number="600"))
+    assert (decision.status, decision.dial) == (Status.NOTFOUND, "SIP/600")
+    decision = await route(make_router(StubSource("a"), default_number="8 495 111-22-33"))
+    assert (decision.status, decision.dial) == (Status.NOTFOUND, "SIP/trunk/84951112233")
+
+
+async def test_manager_without_extension_is_not_connected():
+    crm = StubSource("crm", Answer(user="5550001", name="Olga"))
+    decision = await route(make_router(crm))
+    assert (decision.status, decision.dial, decision.manager) == (Status.NOTCONNECTED, "", "5550001")
+    decision = await route(make_router(crm, default_number="600"))
+    assert (decision.status, decision.dial) == (Status.NOTCONNECTED, "SIP/600")
+
+
+@pytest.mark.parametrize(
+    ("presence", "ring_mobiles", "status", "dial"),
+    [
+        (Presence.AVAILABLE, False, Status.DIAL, "SIP/102"),
+        (Presence.UNKNOWN, False, Status.DIAL, "SIP/102"),
+        (Presence.OFFLINE, False, Status.OFFLINE, ""),
+        (Presence.BUSY, False, Status.BUSY, ""),
+        (Presence.AVAILABLE, True, Status.DIAL,
+         "SIP/102&SIP/trunk/89160000002&SIP/trunk/89160000022"),
+        (Presence.OFFLINE, True, Status.DIAL, "SIP/trunk/89160000002&SIP/trunk/89160000022"),
+        (Presence.BUSY, True, Status.BUSY, ""),
+    ],
+)
+async def test_presence_and_mobiles(presence, ring_mobiles, status, dial):
+    router = make_router(
+        StubSource("a", Answer(extension="102")),
+        presence={"102": presence},
+        ring_mobiles=ring_mobiles,
+    )
+    decision = await route(router)
+    assert (decision.status, decision.dial) == (status, dial)
+
+
+async def test_ring_mobiles_without_mobiles_is_extension_only():
+    router = make_router(StubSource("a", Answer(extension="101")), ring_mobiles=True,
+                         presence={"101": Presence.OFFLINE})
+    decision = await route(router)
+    assert (decision.status, decision.dial) == (Status.OFFLINE, "")
+
+
+async def test_source_mobiles_ring_too():
+    router = make_router(StubSource("a", Answer(extension="101", mobiles=("+79035551111",))),
+                         ring_mobiles=True)
+    assert (await route(router)).dial == "SIP/101&SIP/trunk/89035551111"
+
+
+@pytest.mark.parametrize("caller", ["anonymous", "", "<unknown>", "abc", "123", "+7"])
+async def test_anonymous_and_junk_callers_skip_the_lookup(caller):
+    source = StubSource("a", Answer(extension="101"))
+    decision = await route(make_router(source), number=caller)
+    assert decision.status is Status.ANONYMOUS and decision.dial == ""
+    assert source.asked == []
+
+
+async def test_local_number_gets_the_area_code():
+    source = StubSource("a", Answer(extension="101"))
+    await route(make_router(source), number="1234567")
+    assert source.asked == ["+74951234567"]
+
+
+@pytest.mark.parametrize("caller", ["+7 916 000-00-02", "89160000022"])
+async def test_a_managers_own_mobile_is_not_a_client(caller):
+    source = StubSource("a", Answer(extension="101"))
+    decision = await route(make_router(source), number=caller)
+    assert decision.status is Status.EXCEPTION and "102" in decision.reason
+    assert source.asked == []
+
+
+async def test_exception_number_calling_is_not_routed():
+    source = StubSource("a", Answer(extension="101"))
+    decision = await route(make_router(source, exceptions=["+79161234567"]))
+    assert decision.status is Status.EXCEPTION and source.asked == []
