@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+import aiohttp
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "bench-secret"
@@ -31,7 +34,28 @@ def summary(latencies_ms: list[float]) -> dict[str, float]:
     }
 
 
-def write_config(tmp: Path, ami_port: int, *, store: str | None = None, extra: str = "") -> Path:
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def scrape(port: int) -> dict[str, float]:
+    """The daemon's /metrics as {sample name with labels: value}."""
+    url = f"http://127.0.0.1:{port}/metrics"
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        text = await response.text()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def write_config(
+    tmp: Path, ami_port: int, *, http_port: int = 0, store: str | None = None, extra: str = ""
+) -> Path:
     config = tmp / "icm.toml"
     config.write_text(
         f"""
@@ -43,9 +67,9 @@ area_code = "495"
 lookup_budget_ms = 1500
 extensions = ["100-199"]
 [store]
-url = "{store or tmp / 'icm.db'}"
+url = "{store or tmp / "icm.db"}"
 [http]
-listen = "127.0.0.1:0"
+listen = "127.0.0.1:{http_port}"
 [log]
 level = "warning"
 {extra}
@@ -75,7 +99,7 @@ def rss_mb(pid: int) -> float:
 
 
 def report(result: dict[str, object]) -> None:
-    print(json.dumps(result))  # noqa: T201 (the bench's one output line)
+    print(json.dumps(result))
 
 
 def tempdir() -> tempfile.TemporaryDirectory[str]:

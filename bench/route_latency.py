@@ -22,20 +22,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import (  # noqa: E402
+from _harness import (
     SECRET,
+    free_port,
     report,
     rss_mb,
+    scrape,
     start_daemon,
     summary,
     tempdir,
-    wait_for,
     write_config,
 )
 
-from icm.store import SqliteStore  # noqa: E402
-from icm.testing.ami_server import AmiServer, AmiUser, frame  # noqa: E402
-from icm.testing.pbx import FakeAsterisk, asterisk_file  # noqa: E402
+from icm.store import SqliteStore
+from icm.testing.ami_server import AmiServer, AmiUser, frame
+from icm.testing.pbx import FakeAsterisk, asterisk_file
 
 LEARNED = "+79161234567"
 
@@ -44,25 +45,63 @@ def background_events(seq: itertools.count) -> list[bytes]:
     """One round of ordinary PBX traffic: 10 events of a call's life."""
     n = next(seq)
     channel, uid = f"SIP/trunk-{n:08x}", f"1700000000.{n}"
-    snap = [("Channel", channel), ("ChannelState", "6"), ("ChannelStateDesc", "Up"),
-            ("CallerIDNum", f"8916{n % 10_000_000:07d}"), ("CallerIDName", "Иван Петров"),
-            ("ConnectedLineNum", "105"), ("ConnectedLineName", "<unknown>"),
-            ("Language", "ru"), ("AccountCode", ""), ("Context", "from-trunk"),
-            ("Exten", "74951230000"), ("Priority", "1"), ("Uniqueid", uid), ("Linkedid", uid)]
+    snap = [
+        ("Channel", channel),
+        ("ChannelState", "6"),
+        ("ChannelStateDesc", "Up"),
+        ("CallerIDNum", f"8916{n % 10_000_000:07d}"),
+        ("CallerIDName", "Иван Петров"),
+        ("ConnectedLineNum", "105"),
+        ("ConnectedLineName", "<unknown>"),
+        ("Language", "ru"),
+        ("AccountCode", ""),
+        ("Context", "from-trunk"),
+        ("Exten", "74951230000"),
+        ("Priority", "1"),
+        ("Uniqueid", uid),
+        ("Linkedid", uid),
+    ]
     bridge = [("BridgeUniqueid", f"b-{n}"), ("BridgeType", "basic"), ("BridgeNumChannels", "1")]
     privilege = ("Privilege", "call,all")
     return [
-        frame([("Event", "DeviceStateChange"), privilege, ("Device", "SIP/105"), ("State", "RINGING")]),
+        frame(
+            [("Event", "DeviceStateChange"), privilege, ("Device", "SIP/105"), ("State", "RINGING")]
+        ),
         frame([("Event", "DialBegin"), privilege, *snap, ("DialString", "105")]),
-        frame([("Event", "DeviceStateChange"), privilege, ("Device", "SIP/105"), ("State", "INUSE")]),
+        frame(
+            [("Event", "DeviceStateChange"), privilege, ("Device", "SIP/105"), ("State", "INUSE")]
+        ),
         frame([("Event", "BridgeEnter"), privilege, *bridge, *snap]),
         frame([("Event", "BridgeLeave"), privilege, *bridge, *snap]),
         frame([("Event", "Hangup"), privilege, *snap, ("Cause", "16"), ("Cause-txt", "Normal")]),
-        frame([("Event", "DeviceStateChange"), privilege, ("Device", "SIP/105"), ("State", "NOT_INUSE")]),
-        frame([("Event", "ExtensionStatus"), privilege, ("Exten", "105"), ("Context", "ext-local"),
-               ("Hint", "SIP/105"), ("Status", "0"), ("StatusText", "Idle")]),
+        frame(
+            [
+                ("Event", "DeviceStateChange"),
+                privilege,
+                ("Device", "SIP/105"),
+                ("State", "NOT_INUSE"),
+            ]
+        ),
+        frame(
+            [
+                ("Event", "ExtensionStatus"),
+                privilege,
+                ("Exten", "105"),
+                ("Context", "ext-local"),
+                ("Hint", "SIP/105"),
+                ("Status", "0"),
+                ("StatusText", "Idle"),
+            ]
+        ),
         frame([("Event", "UserEvent"), ("Privilege", "user,all"), *snap, ("UserEvent", "Other")]),
-        frame([("Event", "DeviceStateChange"), privilege, ("Device", "SIP/106"), ("State", "NOT_INUSE")]),
+        frame(
+            [
+                ("Event", "DeviceStateChange"),
+                privilege,
+                ("Device", "SIP/106"),
+                ("State", "NOT_INUSE"),
+            ]
+        ),
     ]
 
 
@@ -89,7 +128,9 @@ async def main(seconds: float, rate: float, background: float) -> dict[str, obje
         await store.open()
         await store.learn(LEARNED, "101", time.time())
         await store.close()
-        daemon = start_daemon(write_config(Path(tmp), pbx.port), Path(tmp) / "daemon.log")
+        http_port = free_port()
+        config = write_config(Path(tmp), pbx.port, http_port=http_port)
+        daemon = start_daemon(config, Path(tmp) / "daemon.log")
         try:
             await server.wait_login(1, timeout=20)
             await asyncio.sleep(1.0)  # presence resync
@@ -113,10 +154,16 @@ async def main(seconds: float, rate: float, background: float) -> dict[str, obje
                     requests += 1
                     channel = pbx._channel("SIP/trunk", "89161234567")
                     token = f"{requests:012d}"
-                    data = frame([
-                        ("Event", "UserEvent"), ("Privilege", "user,all"), *channel.snapshot(),
-                        ("UserEvent", "ICMRoute"), ("ICMToken", token), ("ICMNumber", ""),
-                    ])
+                    data = frame(
+                        [
+                            ("Event", "UserEvent"),
+                            ("Privilege", "user,all"),
+                            *channel.snapshot(),
+                            ("UserEvent", "ICMRoute"),
+                            ("ICMToken", token),
+                            ("ICMNumber", ""),
+                        ]
+                    )
                     sent[token] = time.perf_counter()
                     server.send_raw(data)
                     loop.call_later(3, pbx.channels.pop, channel.name, None)
@@ -125,6 +172,7 @@ async def main(seconds: float, rate: float, background: float) -> dict[str, obje
             duration = loop.time() - start
             await asyncio.sleep(2)  # late answers
             memory = rss_mb(daemon.pid)
+            metrics = await scrape(http_port)
         finally:
             daemon.terminate()
             daemon.wait(10)
@@ -136,6 +184,8 @@ async def main(seconds: float, rate: float, background: float) -> dict[str, obje
         "rate_rps": round(requests / duration, 1),
         "events_per_s": round(events / duration),
         "seconds": round(duration, 1),
+        "daemon_events_handled": int(metrics.get("icm_ami_events_total", 0)),
+        "daemon_handler_errors": int(metrics.get("icm_event_handler_errors_total", 0)),
         "daemon_rss_mb": round(memory, 1),
     }
 

@@ -102,7 +102,6 @@ class RoutingSettings(_Section):
         return sources
 
 
-
 class DialSettings(_Section):
     extension: str = "SIP/{ext}"
     external: str = "SIP/trunk/{number}"
@@ -189,7 +188,7 @@ def split_host_port(listen: str) -> tuple[str, int]:
     """``"127.0.0.1:9180"`` or ``"[::1]:9180"`` as (host, port); ValueError if malformed."""
     host, sep, port = listen.rpartition(":")
     host = host.strip("[]")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ValueError(f"{listen!r} is not host:port (expected e.g. '127.0.0.1:9180')")
     if host not in ("localhost", ""):
         try:

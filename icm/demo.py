@@ -40,7 +40,7 @@ SAMPLE_CALLS = [
 
 
 def _say(text: str = "") -> None:
-    print(text, flush=True)  # noqa: T201 (the demo talks to a person at a terminal)
+    print(text, flush=True)
 
 
 async def run_demo(*, listen: str = "127.0.0.1:9180", once: bool = False) -> int:
@@ -54,11 +54,7 @@ async def run_demo(*, listen: str = "127.0.0.1:9180", once: bool = False) -> int
 
     pbx = FakeAsterisk()
     await pbx.start()
-    pbx.register("101")
-    pbx.register("102")
-    pbx.set_device("SIP/102", "UNAVAILABLE")
-    pbx.register("103")
-    pbx.set_device("SIP/103", "INUSE")
+    pbx.register("101", "102", "103")
     pbx.register("104", phone=Phone(answer_after=None))
     with tempfile.TemporaryDirectory(prefix="icm-demo-") as tmp:
         config = from_dict(
@@ -91,15 +87,23 @@ async def run_demo(*, listen: str = "127.0.0.1:9180", once: bool = False) -> int
 
 async def _show(pbx: FakeAsterisk, daemon: Daemon, listen: str, once: bool) -> None:
     _say(f"ICM demo: a simulated Asterisk on 127.0.0.1:{pbx.port} runs the shipped dialplan.")
-    _say(f"Metrics: http://{listen}/metrics   readiness: http://{listen}/readyz")
+    where = f"{listen.rpartition(':')[0]}:{daemon.http.port}"
+    _say(f"Metrics: http://{where}/metrics   readiness: http://{where}/readyz")
     await daemon.ami.wait_logged_in(10)
     _say("\nEarlier calls ICM learns from (nobody asks ICM; it watches):")
-    for extension, number in [("101", "89161112233"), ("102", "89262223344"), ("103", "89263334455")]:
+    for extension, number in [
+        ("101", "89161112233"),
+        ("102", "89262223344"),
+        ("103", "89263334455"),
+    ]:
         await pbx.outbound(extension, number, talk=0.05)
         _say(f"   manager {extension} called {number} and talked")
     await pbx.transfer_call("84951234567", "101", "104", talk=0.05)
     _say("   74951234567 talked with 101, who transferred the call to 104")
     await asyncio.sleep(0.2)  # let the learner write
+    pbx.set_device("SIP/102", "UNAVAILABLE")
+    pbx.set_device("SIP/103", "INUSE")
+    _say("\nNow Boris (102) unplugs his phone and Vera (103) takes another call.")
     _say("\nSample calls:")
     for number, what in SAMPLE_CALLS:
         await _place(pbx, number, what)
@@ -121,8 +125,9 @@ async def _place(pbx: FakeAsterisk, number: str, what: str) -> None:
     _say(f"\n-> call from {number!r}: {what}")
     call = await pbx.call(number)
     reached = ", then ".join(app for app, _ in call.reached) or "nothing more"
+    manager = call.variables.get("ICM_MANAGER") or "-"
+    dialled = call.variables.get("ICM_DIALSTATUS") or "-"
     _say(
-        f"   dialplan: ICM_STATUS={call.status} ICM_MANAGER={call.variables.get('ICM_MANAGER') or '-'}"
-        f" ICM_DIALSTATUS={call.variables.get('ICM_DIALSTATUS') or '-'}; the scenario went to: "
-        f"{reached}"
+        f"   dialplan: ICM_STATUS={call.status} ICM_MANAGER={manager} ICM_DIALSTATUS={dialled};"
+        f" the scenario went to: {reached}"
     )

@@ -61,8 +61,13 @@ def make_config(tmp_path: Path) -> Callable[..., Config]:
 
     def make(port: int = 1, **sections: Any) -> Config:
         base: dict[str, Any] = {
-            "ami": {"port": port, "keepalive_s": 0.5, "keepalive_timeout_s": 0.5,
-                    "reconnect_max_s": 1.0, "connect_timeout_s": 2.0},
+            "ami": {
+                "port": port,
+                "keepalive_s": 0.5,
+                "keepalive_timeout_s": 0.5,
+                "reconnect_max_s": 1.0,
+                "connect_timeout_s": 2.0,
+            },
             "routing": {"area_code": "495", "lookup_budget_ms": 500, "dial_timeout_s": 3},
             "managers": {
                 "101": {"name": "Anna"},

@@ -42,8 +42,11 @@ class Pbx:
 
 @pytest.fixture
 async def server():
-    srv = AmiServer([AmiUser("icm", SECRET, frozenset({"call", "user"}), frozenset({"call"}))],
-                    Pbx(), auth_delay=0.05)
+    srv = AmiServer(
+        [AmiUser("icm", SECRET, frozenset({"call", "user"}), frozenset({"call"}))],
+        Pbx(),
+        auth_delay=0.05,
+    )
     await srv.start()
     yield srv
     await srv.stop()
@@ -54,8 +57,14 @@ async def connect(server):
     clients = []
 
     async def make(*, secret=SECRET, on_event=None, on_login=None, **settings):
-        values = {"port": server.port, "keepalive_s": 0.2, "keepalive_timeout_s": 0.2,
-                  "reconnect_max_s": 0.3, "action_timeout_s": 0.5, **settings}
+        values = {
+            "port": server.port,
+            "keepalive_s": 0.2,
+            "keepalive_timeout_s": 0.2,
+            "reconnect_max_s": 0.3,
+            "action_timeout_s": 0.5,
+            **settings,
+        }
         events = []
         client = AmiClient(
             AmiSettings(**values).model_copy(update={"secret": SecretStr(secret)}),
@@ -80,12 +89,15 @@ def event(name, **headers):
 async def test_login_action_list_and_events(server, connect):
     client = await connect()
     assert await client.wait_logged_in(2)
-    response = await client.action("Setvar", {"Channel": "SIP/trunk-00000001",
-                                              "Variable": "X", "Value": "1"})
+    response = await client.action(
+        "Setvar", {"Channel": "SIP/trunk-00000001", "Variable": "X", "Value": "1"}
+    )
     assert response.get("message") == "Variable Set"
     items = await client.list_action("DeviceStateList")
     assert [(m.get("device"), m.get("state")) for m in items] == [
-        ("SIP/101", "NOT_INUSE"), ("SIP/102", "UNAVAILABLE")]
+        ("SIP/101", "NOT_INUSE"),
+        ("SIP/102", "UNAVAILABLE"),
+    ]
     server.send_raw(event("DeviceStateChange", Device="SIP/101", State="INUSE"))
     await until(lambda: client.events)
     assert client.events[0].get("state") == "INUSE"
@@ -158,7 +170,9 @@ async def test_asterisk_restart_is_survived():
     await srv.start()
     port = srv.port
     client = AmiClient(
-        AmiSettings(port=port, reconnect_max_s=0.3).model_copy(update={"secret": SecretStr(SECRET)}),
+        AmiSettings(port=port, reconnect_max_s=0.3).model_copy(
+            update={"secret": SecretStr(SECRET)}
+        ),
         lambda m: None,
     )
     client.start()
@@ -183,10 +197,10 @@ async def test_wrong_secret_is_logged_with_user_and_host_never_the_secret(server
     client = await connect(secret="wrong-secret-value")
     await until(lambda: client._metrics.ami_login_failures._value.get() >= 2, timeout=3)
     assert not client.logged_in
-    assert f"refused the login of user 'icm': Authentication failed" in caplog.text
+    assert "refused the login of user 'icm': Authentication failed" in caplog.text
     assert f"127.0.0.1:{server.port}" in caplog.text
     assert "wrong-secret-value" not in caplog.text
-    assert [r.levelname for r in caplog.records if "refused" in r.message][0] == "ERROR"
+    assert next(r.levelname for r in caplog.records if "refused" in r.message) == "ERROR"
 
 
 async def test_close_leaves_no_reconnect_behind(server, connect):
@@ -203,9 +217,13 @@ async def test_actions_fail_fast_when_down_and_are_never_resent(server, connect)
     client = await connect()
     assert await client.wait_logged_in(2)
     server.freeze()
-    pending = asyncio.create_task(client.action(
-        "Setvar", {"Channel": "SIP/trunk-00000001", "Variable": "ICM_REPLY", "Value": "stale"},
-        timeout=5))
+    pending = asyncio.create_task(
+        client.action(
+            "Setvar",
+            {"Channel": "SIP/trunk-00000001", "Variable": "ICM_REPLY", "Value": "stale"},
+            timeout=5,
+        )
+    )
     with pytest.raises(AmiNotConnected):  # the keepalive declares the link dead
         await pending
     if not client.logged_in:

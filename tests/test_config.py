@@ -38,29 +38,71 @@ def test_the_example_is_valid_and_documents_every_key():
 @pytest.mark.parametrize(
     ("text", "line"),
     [
-        ("[routing]\nring_mobile = true\n", "routing.ring_mobile: unknown key (did you mean 'ring_mobiles'?)"),
-        ("[routing]\nlookup_budget_ms = 'fast'\n", "routing.lookup_budget_ms: expected an integer, got 'fast'"),
-        ("[routing]\nlookup_budget_ms = 5\n", "routing.lookup_budget_ms: expected a value at least 100, got 5"),
-        ("[routing]\nsources = ['icmdb', 'amocrn']\n", "routing.sources[1]: unknown source 'amocrn'"),
+        (
+            "[routing]\nring_mobile = true\n",
+            "routing.ring_mobile: unknown key (did you mean 'ring_mobiles'?)",
+        ),
+        (
+            "[routing]\nlookup_budget_ms = 'fast'\n",
+            "routing.lookup_budget_ms: expected an integer, got 'fast'",
+        ),
+        (
+            "[routing]\nlookup_budget_ms = 5\n",
+            "routing.lookup_budget_ms: expected a value at least 100, got 5",
+        ),
+        (
+            "[routing]\nsources = ['icmdb', 'amocrn']\n",
+            "routing.sources[1]: unknown source 'amocrn'",
+        ),
         ("[routing]\nsources = ['icmdb', 'icmdb']\n", "routing.sources: a source is listed twice"),
-        ("[routing]\nring_mobiles = 'yes'\n", "routing.ring_mobiles: expected true or false, got 'yes'"),
-        ("[routing]\nlookup_budget_ms = '1500'\n", "routing.lookup_budget_ms: expected an integer, got '1500'"),
+        (
+            "[routing]\nring_mobiles = 'yes'\n",
+            "routing.ring_mobiles: expected true or false, got 'yes'",
+        ),
+        (
+            "[routing]\nlookup_budget_ms = '1500'\n",
+            "routing.lookup_budget_ms: expected an integer, got '1500'",
+        ),
         ("[routing]\nsources = 'icmdb'\n", "routing.sources: expected a list like"),
         ("[ami]\nkeepalive_s = 'soon'\n", "ami.keepalive_s: expected a number, got 'soon'"),
-        ("[routing]\ndefault_number = '12ab'\n", "routing.default_number: '12ab' is not a phone number"),
-        ("[routing]\nexceptions = ['100', 'x1']\n", "routing.exceptions[1]: 'x1' is not a phone number"),
-        ("[routing]\nextensions = ['200-100']\n", "routing.extensions[0]: '200-100' is not an extension"),
-        ("[managers.101]\nmobiles = ['123']\n", "managers.101.mobiles[0]: '123' is not a phone number"),
+        (
+            "[routing]\ndefault_number = '12ab'\n",
+            "routing.default_number: '12ab' is not a phone number",
+        ),
+        (
+            "[routing]\nexceptions = ['100', 'x1']\n",
+            "routing.exceptions[1]: 'x1' is not a phone number",
+        ),
+        (
+            "[routing]\nextensions = ['200-100']\n",
+            "routing.extensions[0]: '200-100' is not an extension",
+        ),
+        (
+            "[managers.101]\nmobiles = ['123']\n",
+            "managers.101.mobiles[0]: '123' is not a phone number",
+        ),
         ("[managers.abc]\nname = 'x'\n", "managers.abc: 'abc' is not an extension"),
         ("[dial]\nextension = 'SIP/101'\n", "dial.extension: 'SIP/101' lacks {ext}"),
-        ("[dial]\nexternal = 'SIP/trunk/{ext},60'\n", "dial.external: 'SIP/trunk/{ext},60' has characters"),
+        (
+            "[dial]\nexternal = 'SIP/trunk/{ext},60'\n",
+            "dial.external: 'SIP/trunk/{ext},60' has characters",
+        ),
         ("[ami]\nport = 99999\n", "ami.port: expected a value at most 65535, got 99999"),
         ("[ami]\nsecret = 'hunter2'\n", "ami.secret: secrets are not read from the config file"),
-        ("[sources.icmdb]\ntoken = 'abc'\n", "sources.icmdb.token: secrets are not read from the config file"),
+        (
+            "[sources.icmdb]\ntoken = 'abc'\n",
+            "sources.icmdb.token: secrets are not read from the config file",
+        ),
         ("[sources.nope]\n", "sources.nope: unknown source (expected one of: icmdb"),
-        ("[sources.icmdb]\nmin_talk = 3\n", "sources.icmdb.min_talk: unknown key (did you mean 'min_talk_s'?)"),
+        (
+            "[sources.icmdb]\nmin_talk = 3\n",
+            "sources.icmdb.min_talk: unknown key (did you mean 'min_talk_s'?)",
+        ),
         ("[http]\nlisten = 'localhost'\n", "http.listen: 'localhost' is not host:port"),
-        ("[log]\nlevel = 'loud'\n", "log.level: expected 'debug', 'info', 'warning' or 'error', got 'loud'"),
+        (
+            "[log]\nlevel = 'loud'\n",
+            "log.level: expected 'debug', 'info', 'warning' or 'error', got 'loud'",
+        ),
         ("[htp]\n", "htp: unknown key (did you mean 'http'?)"),
         ("[routing\n", "not valid TOML"),
         ("routing = 3\n", "routing: expected a table, got 3"),
@@ -103,7 +145,10 @@ def test_check_config_exits_2_without_traceback(tmp_path):
         check=False,
     )
     assert result.returncode == 2
-    assert result.stderr.strip() == f"{bad}: routing.sources[0]: unknown source 'nope' (expected one of: icmdb)"
+    assert (
+        result.stderr.strip()
+        == f"{bad}: routing.sources[0]: unknown source 'nope' (expected one of: icmdb)"
+    )
     assert "Traceback" not in result.stderr and result.stdout == ""
 
 

@@ -12,7 +12,14 @@ def moscow() -> Numbers:
 
 @pytest.mark.parametrize(
     "raw",
-    ["8 495 123-45-67", "+7 (495) 123 45 67", "74951234567", "1234567", "84951234567", "4951234567"],
+    [
+        "8 495 123-45-67",
+        "+7 (495) 123 45 67",
+        "74951234567",
+        "1234567",
+        "84951234567",
+        "4951234567",
+    ],
 )
 def test_every_form_is_the_same_client(moscow, raw):
     assert moscow.normalise(raw) == "+74951234567"
@@ -35,9 +42,27 @@ def test_other_forms(moscow, raw, expected):
 
 @pytest.mark.parametrize(
     "raw",
-    ["", "anonymous", "Anonymous", "<unknown>", "unknown", "restricted", "private", "abc",
-     "123", "0", "+", "++79161234567", "9161234567x", "1" * 80, "8916123456789012345",
-     "+7 916 12", "👍", "\x00\x01", None],
+    [
+        "",
+        "anonymous",
+        "Anonymous",
+        "<unknown>",
+        "unknown",
+        "restricted",
+        "private",
+        "abc",
+        "123",
+        "0",
+        "+",
+        "++79161234567",
+        "9161234567x",
+        "1" * 80,
+        "8916123456789012345",
+        "+7 916 12",
+        "👍",
+        "\x00\x01",
+        None,
+    ],
 )
 def test_junk_is_skipped_with_a_reason(moscow, raw):
     result = moscow.normalise(raw)

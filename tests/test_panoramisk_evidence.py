@@ -40,8 +40,16 @@ async def make_server(read=frozenset({"call", "user"}), write=frozenset({"call"}
 
 
 def manager(server, **config):
-    values = {"host": "127.0.0.1", "port": server.port, "username": "icm", "secret": SECRET,
-              "ping_delay": 1, "ping_interval": 1, "reconnect_timeout": 1, **config}
+    values = {
+        "host": "127.0.0.1",
+        "port": server.port,
+        "username": "icm",
+        "secret": SECRET,
+        "ping_delay": 1,
+        "ping_interval": 1,
+        "reconnect_timeout": 1,
+        **config,
+    }
     return Manager(loop=asyncio.get_running_loop(), **values)
 
 
@@ -136,8 +144,9 @@ async def test_5_wrong_secret_retries_without_saying_the_login_failed(server, ma
 async def test_6_unanswered_actions_hang_forever_without_system_events(server, managers):
     m = await started(server, managers)
     server.freeze()
-    future = m.send_action({"Action": "Setvar", "Channel": "SIP/x-1", "Variable": "ICM_REPLY",
-                            "Value": "stale"})
+    future = m.send_action(
+        {"Action": "Setvar", "Channel": "SIP/x-1", "Variable": "ICM_REPLY", "Value": "stale"}
+    )
     server.drop()  # the link dies with the action unanswered
     await until(lambda: server.logins == 2, timeout=3)  # reconnected; no FullyBooted follows
     await asyncio.sleep(0.5)
@@ -151,8 +160,9 @@ async def test_6b_and_with_system_events_a_stale_setvar_is_resent():
         await m.connect()
         await until(lambda: server.logins == 1)
         server.freeze()
-        m.send_action({"Action": "Setvar", "Channel": "SIP/x-1", "Variable": "ICM_REPLY",
-                       "Value": "stale"})
+        m.send_action(
+            {"Action": "Setvar", "Channel": "SIP/x-1", "Variable": "ICM_REPLY", "Value": "stale"}
+        )
         server.drop()
         await until(lambda: server.logins == 2, timeout=3)
         await asyncio.sleep(0.3)

@@ -66,7 +66,11 @@ async def route(router, number="8 916 123-45-67", budget=1.0):
 async def test_known_caller_is_dialled():
     decision = await route(make_router(StubSource("a", Answer(extension="101", detail="d"))))
     assert (decision.status, decision.dial, decision.manager, decision.source) == (
-        Status.DIAL, "SIP/101", "101", "a")
+        Status.DIAL,
+        "SIP/101",
+        "101",
+        "a",
+    )
     assert decision.number == "+79161234567"
     assert decision.manager_name == "Anna"
     assert [(s.source, s.outcome) for s in decision.steps] == [("a", "answered")]
@@ -90,8 +94,12 @@ async def test_no_answer_errors_and_timeouts_fall_through():
     decision = await route(make_router(*sources))
     assert decision.source == "good"
     assert [(s.source, s.outcome) for s in decision.steps] == [
-        ("silent", "no-answer"), ("broken", "error"), ("slow", "timeout"),
-        ("buggy", "error"), ("good", "answered")]
+        ("silent", "no-answer"),
+        ("broken", "error"),
+        ("slow", "timeout"),
+        ("buggy", "error"),
+        ("good", "answered"),
+    ]
     assert decision.steps[1].detail == "HTTP 500"
     assert decision.steps[3].detail == "unexpected ZeroDivisionError"
 
@@ -140,7 +148,11 @@ async def test_unknown_caller_goes_back_or_to_the_default_number():
 async def test_manager_without_extension_is_not_connected():
     crm = StubSource("crm", Answer(user="5550001", name="Olga"))
     decision = await route(make_router(crm))
-    assert (decision.status, decision.dial, decision.manager) == (Status.NOTCONNECTED, "", "5550001")
+    assert (decision.status, decision.dial, decision.manager) == (
+        Status.NOTCONNECTED,
+        "",
+        "5550001",
+    )
     decision = await route(make_router(crm, default_number="600"))
     assert (decision.status, decision.dial) == (Status.NOTCONNECTED, "SIP/600")
 
@@ -152,8 +164,12 @@ async def test_manager_without_extension_is_not_connected():
         (Presence.UNKNOWN, False, Status.DIAL, "SIP/102"),
         (Presence.OFFLINE, False, Status.OFFLINE, ""),
         (Presence.BUSY, False, Status.BUSY, ""),
-        (Presence.AVAILABLE, True, Status.DIAL,
-         "SIP/102&SIP/trunk/89160000002&SIP/trunk/89160000022"),
+        (
+            Presence.AVAILABLE,
+            True,
+            Status.DIAL,
+            "SIP/102&SIP/trunk/89160000002&SIP/trunk/89160000022",
+        ),
         (Presence.OFFLINE, True, Status.DIAL, "SIP/trunk/89160000002&SIP/trunk/89160000022"),
         (Presence.BUSY, True, Status.BUSY, ""),
     ],
@@ -169,15 +185,19 @@ async def test_presence_and_mobiles(presence, ring_mobiles, status, dial):
 
 
 async def test_ring_mobiles_without_mobiles_is_extension_only():
-    router = make_router(StubSource("a", Answer(extension="101")), ring_mobiles=True,
-                         presence={"101": Presence.OFFLINE})
+    router = make_router(
+        StubSource("a", Answer(extension="101")),
+        ring_mobiles=True,
+        presence={"101": Presence.OFFLINE},
+    )
     decision = await route(router)
     assert (decision.status, decision.dial) == (Status.OFFLINE, "")
 
 
 async def test_source_mobiles_ring_too():
-    router = make_router(StubSource("a", Answer(extension="101", mobiles=("+79035551111",))),
-                         ring_mobiles=True)
+    router = make_router(
+        StubSource("a", Answer(extension="101", mobiles=("+79035551111",))), ring_mobiles=True
+    )
     assert (await route(router)).dial == "SIP/101&SIP/trunk/89035551111"
 
 

@@ -128,7 +128,13 @@ class SqliteStore:
         if not keys:
             return 0
         marks = ",".join("?" * len(keys))
-        return await self._write(f"DELETE FROM kv WHERE key IN ({marks})", keys)
+        now = time.time()
+        live = await self._write(
+            f"DELETE FROM kv WHERE key IN ({marks}) AND (expires IS NULL OR expires > ?)",
+            (*keys, now),
+        )
+        await self._write(f"DELETE FROM kv WHERE key IN ({marks})", keys)  # expired ones
+        return live
 
     async def _fetch(self, sql: str, args: Iterable[Any]) -> list[Any]:
         db = self._connection()

@@ -151,6 +151,7 @@ class AmiServer:
         self.sessions: list[Session] = []
         self.actions: list[tuple[str, dict[str, str]]] = []
         self.logins = 0
+        self.refuse_logins = False  # every login fails, as with a changed secret
         self.port = 0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -342,7 +343,7 @@ class AmiServer:
 
     async def _login(self, session: Session, headers: dict[str, str], reply: _Reply) -> bool:
         user = self.users.get(headers.get("username", ""))
-        if user is None or headers.get("secret") != user.secret:
+        if user is None or headers.get("secret") != user.secret or self.refuse_logins:
             await asyncio.sleep(self.auth_delay)
             reply("Error", ("Message", "Authentication failed"))
             await session.writer.drain()

@@ -342,9 +342,16 @@ class FakeAsterisk:
         self._hangup(manager, 16)
 
     async def transfer_call(
-        self, caller: str, first: str, second: str, *, talk: float = 0.05
+        self,
+        caller: str,
+        first: str,
+        second: str,
+        *,
+        talk: float = 0.05,
+        second_talk: float | None = None,
     ) -> None:
-        """A caller talks with ``first``, who transfers him to ``second`` (no ICM)."""
+        """A caller talks with ``first`` for ``talk`` seconds, who transfers him to
+        ``second`` (who talks ``second_talk`` seconds, default ``talk``); no ICM."""
         channel = self._channel("SIP/trunk", caller, context="from-trunk", exten="74951230000")
         self.emit("Newchannel", channel.snapshot())
         bridge = uuid.uuid4().hex
@@ -360,7 +367,7 @@ class FakeAsterisk:
         two = self._channel(f"SIP/{second}", second, linkedid=channel.linkedid)
         two.state = "Up"
         self._bridge_enter(bridge, two, 2)
-        await asyncio.sleep(talk)
+        await asyncio.sleep(talk if second_talk is None else second_talk)
         self._bridge_leave(bridge, two, 1)
         self._bridge_leave(bridge, channel, 0)
         self._hangup(two, 16)
