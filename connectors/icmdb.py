@@ -93,6 +93,7 @@ class Learner:
         *,
         claim: Callable[[str], Awaitable[bool]] | None = None,
         on_learned: Learned | None = None,
+        on_store_error: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -100,6 +101,7 @@ class Learner:
         self.managers = managers
         self._claim = claim
         self._on_learned = on_learned
+        self._on_store_error = on_store_error
         self._queue: collections.deque[tuple[str, str, str, float, str]] = collections.deque(
             maxlen=settings.buffer
         )
@@ -168,6 +170,8 @@ class Learner:
                     mine = self._claim is None or await self._claim(uniqueid)
                     learned = mine and await self.store.learn(number, extension, when, note)
                 except StoreError as exc:
+                    if self._on_store_error is not None:
+                        self._on_store_error()
                     log.warning("cannot write a learned call (%s); retrying in %.1f s", exc, delay)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 10.0)

@@ -15,7 +15,7 @@ from typing import Any
 
 from icm import __version__
 from icm.config import Config, ConfigError, load
-from icm.store import Store, StoreError, open_store
+from icm.store import Store, StoreError
 
 DEFAULT_CONFIG = "icm.toml"
 
@@ -60,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
 
     command("run", _run, "run the daemon")
     command("check-config", _check, "validate the configuration file and exit")
+    command("reload", _reload, "make the running daemon re-read its configuration file")
     lookup = command("lookup", _lookup, "look a number up through the sources, offline")
     lookup.add_argument("number")
     lookup.add_argument("--explain", action="store_true", help="show every source's answer")
@@ -99,7 +100,7 @@ def _run(args: argparse.Namespace) -> int:
     config = _config(args)
     logs.setup(config.log)
     try:
-        asyncio.run(Daemon(config).run())
+        asyncio.run(Daemon(config, environ=os.environ).run())
     except OSError as exc:
         logging.getLogger("icm").error("cannot start: %s", exc)
         return 1
@@ -115,6 +116,33 @@ def _check(args: argparse.Namespace) -> int:
         f"AMI {config.ami.username}@{config.ami.host}:{config.ami.port})"
     )
     return 0
+
+
+def _reload(args: argparse.Namespace) -> int:
+    """Ask the daemon (through its loopback HTTP side) to reload; its verdict is printed.
+    The file is checked here first, so a mistake is reported even if the daemon is down."""
+    import urllib.error
+    import urllib.request
+
+    from icm.config import split_host_port
+
+    config = _config(args)
+    if not config.http.enabled:
+        print("icm: http is disabled: send SIGHUP to the daemon instead", file=sys.stderr)
+        return 1
+    host, port = split_host_port(config.http.listen)
+    host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    url = f"http://{host if ':' not in host else f'[{host}]'}:{port}/-/reload"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=10) as r:
+            print(r.read().decode().strip())
+            return 0
+    except urllib.error.HTTPError as exc:
+        print(exc.read().decode().strip(), file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"icm: no daemon answers on {host}:{port} ({exc})", file=sys.stderr)
+        return 1
 
 
 def _lookup(args: argparse.Namespace) -> int:
@@ -276,7 +304,7 @@ def _number(config: Config, raw: str) -> str | None:
 
 def _with_store(config: Config, work: Callable[[Store], Awaitable[int]]) -> int:
     async def run() -> int:
-        store = open_store(config.store.url)
+        store = config.store.open()
         await store.open()
         try:
             return await work(store)

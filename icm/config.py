@@ -15,6 +15,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -29,11 +30,13 @@ from pydantic import (
 from icm.numbers import NumberError, Numbers
 from icm.secrets import SecretError, read_secret
 from icm.sources import SourceSettings, installed_sources
+from icm.store import Store, open_store
 
 EXTENSION = re.compile(r"^\d{1,10}$")
 EXTENSION_RANGE = re.compile(r"^(\d{1,10})-(\d{1,10})$")
 # Dial strings end up inside Dial(...): no argument separators, quotes or substitutions.
 _DIAL_TEMPLATE = re.compile(r"^[A-Za-z0-9/_@.:+#*{}\-]+$")
+_STORE_SCHEMES = ("sqlite", "redis", "rediss", "unix", "redis+sentinel")
 _SECRET_KEYS = ("secret", "token", "password", "client_secret", "webhook", "api_key")
 
 
@@ -142,17 +145,53 @@ class ManagerSettings(_Section):
 
 class StoreSettings(_Section):
     url: str = "icm.db"
+    password_env: str = "ICM_REDIS_PASSWORD"
+    password_file: str | None = None
+    prefix: str = Field(default="icm:", min_length=1, max_length=64)
+    timeout_ms: int = Field(default=500, ge=10, le=10_000)
+    # Filled from password_env/password_file (optional: Redis may need none).
+    password: SecretStr | None = Field(default=None, exclude=True)
+
+    @field_validator("url")
+    @classmethod
+    def _no_password_in_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme.startswith(("redis", "rediss", "unix")) and parts.password:
+            raise ValueError(
+                "the URL holds a password: secrets are not read from the config file "
+                "(expected it in the variable named by store.password_env, or store.password_file)"
+            )
+        if parts.scheme and parts.scheme not in _STORE_SCHEMES:
+            raise ValueError(
+                f"unknown scheme {parts.scheme!r} (expected a SQLite file path, "
+                "redis://, rediss://, unix:// or redis+sentinel://)"
+            )
+        return url
+
+    def open(self) -> Store:
+        """The store these settings name (not yet opened)."""
+        password = self.password.get_secret_value() if self.password else None
+        return open_store(
+            self.url, password=password, prefix=self.prefix, timeout_s=self.timeout_ms / 1000
+        )
+
+
+def _listen_address(listen: str) -> str:
+    split_host_port(listen)
+    return listen
+
+
+ListenAddress = Annotated[str, AfterValidator(_listen_address)]
 
 
 class HttpSettings(_Section):
-    listen: str = "127.0.0.1:9180"
+    listen: ListenAddress = "127.0.0.1:9180"
     enabled: bool = True
 
-    @field_validator("listen")
-    @classmethod
-    def _host_port(cls, listen: str) -> str:
-        split_host_port(listen)
-        return listen
+
+class AgiSettings(_Section):
+    enabled: bool = False
+    listen: ListenAddress = "127.0.0.1:4573"
 
 
 class LogSettings(_Section):
@@ -171,6 +210,7 @@ class Config(_Section):
     sources: dict[str, SourceSettings] = {}
     store: StoreSettings = StoreSettings()
     http: HttpSettings = HttpSettings()
+    agi: AgiSettings = AgiSettings()
     log: LogSettings = LogSettings()
 
     def numbers(self) -> Numbers:
@@ -246,6 +286,7 @@ def from_dict(
         raise ConfigError(errors)
     config = config.model_copy(update={"sources": sources})
     _check_numbers(config, name, errors)
+    config = _with_store_password(config, name, environ, errors)
     if ami_secret:
         config = _with_secrets(config, name, environ, errors)
     if errors:
@@ -295,6 +336,23 @@ def _check_number(numbers: Numbers, value: str, where: str, errors: list[str]) -
         numbers.parse(value)
     except NumberError as exc:
         errors.append(f"{where}: {exc} (expected an extension or a phone number)")
+
+
+def _with_store_password(
+    config: Config, name: str, environ: Mapping[str, str], errors: list[str]
+) -> Config:
+    """The store's password, if it has one: optional in the environment, required from
+    ``password_file`` when that is set."""
+    store = config.store
+    if store.password_file is None and not environ.get(store.password_env):
+        return config
+    file = Path(store.password_file) if store.password_file else None
+    try:
+        password = read_secret("the store password", store.password_env, file, environ)
+    except SecretError as exc:
+        errors.append(f"{name}: store.password_file: {exc}")
+        return config
+    return config.model_copy(update={"store": store.model_copy(update={"password": password})})
 
 
 def _with_secrets(

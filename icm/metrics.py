@@ -91,6 +91,23 @@ class Metrics:
         self.store_errors = Counter(
             "icm_store_errors", "Store operations that failed", ["operation"], registry=registry
         )
+        self.store_up = Gauge(
+            "icm_store_up", "1 while the store answers its health check", registry=registry
+        )
+        self.learn_buffer = Gauge(
+            "icm_learn_buffer",
+            "Learned calls waiting to be written to the store",
+            registry=registry,
+        )
+        self.claims = Counter(
+            "icm_claims",
+            "Per-call claims between instances (won, lost to another instance, unavailable)",
+            ["kind", "result"],
+            registry=registry,
+        )
+        self.reloads = Counter(
+            "icm_config_reloads", "Configuration reloads", ["result"], registry=registry
+        )
 
     def outcome(self, status: str) -> None:
         self.call_outcomes.labels(status if status in OUTCOMES else "OTHER").inc()

@@ -43,7 +43,7 @@ class SlowSource:
 
 
 def use_sources(daemon, *sources):
-    daemon.router.sources = [(s, SourceSettings(timeout_ms=5000)) for s in sources]
+    daemon.routing.router.sources = [(s, SourceSettings(timeout_ms=5000)) for s in sources]
 
 
 def setvars(pbx):
@@ -169,7 +169,7 @@ async def test_manager_not_connected_goes_to_the_default_number(pbx, make_config
     use_sources(daemon, SlowSource(Answer(user="5550001", name="Olga"), 0))
     placed = await call(pbx)
     assert placed.dials == [("SIP/101", "ANSWER")]
-    daemon.router.routing = daemon.router.routing.model_copy(update={"default_number": ""})
+    daemon.routing.router.routing = daemon.routing.router.routing.model_copy(update={"default_number": ""})
     placed = await call(pbx)
     assert placed.status == "NOTCONNECTED" and placed.dials == []
     assert placed.variables["ICM_MANAGER"] == "5550001"

@@ -11,27 +11,31 @@ The dialplan also reports how each call ended (``ICMResult``); that feeds a metr
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from icm.ami.client import AmiActionError, AmiClient, AmiError
 from icm.ami.frames import Message
-from icm.entries.base import decide, record, reply_fields
+from icm.entries.base import Entry, decide, record
 from icm.logs import Throttled
 from icm.metrics import Metrics
-from icm.model import Decision, RouteRequest
+from icm.model import Decision, RouteRequest, Status
 from icm.router import Router
 
 log = logging.getLogger(__name__)
 
 MAX_TOKEN = 64
+MAX_OUTCOMES = 10_000
 Claim = Callable[[RouteRequest], Awaitable[bool]]
 
 
-class AmiEntry:
+class AmiEntry(Entry):
     """:param claim: asked before deciding; False means another instance answers this
-    call (several instances watching one Asterisk).
+    call (several instances watching one Asterisk). Without claims this instance is the
+    only one: while it stops, it answers at once (TIMEOUT) rather than let calls wait.
     """
 
     def __init__(
@@ -44,15 +48,13 @@ class AmiEntry:
         metrics: Metrics,
         claim: Claim | None = None,
     ) -> None:
+        super().__init__(router, budget_s=budget_s, dial_timeout_s=dial_timeout_s, metrics=metrics)
         self.ami = ami
-        self.router = router
-        self.budget_s = budget_s
-        self.dial_timeout_s = dial_timeout_s
-        self.metrics = metrics
         self.claim = claim
-        self.accepting = True
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._bad = Throttled(log)
+        # Tokens whose outcome was counted: the dialplan may report an outcome twice.
+        self._outcomes: collections.OrderedDict[str, None] = collections.OrderedDict()
 
     @property
     def in_flight(self) -> int:
@@ -63,6 +65,12 @@ class AmiEntry:
         if kind == "ICMRoute":
             self._on_route(message)
         elif kind == "ICMResult":
+            token = message.get("icmtoken")
+            if token in self._outcomes:
+                return
+            self._outcomes[token] = None
+            if len(self._outcomes) > MAX_OUTCOMES:
+                self._outcomes.popitem(last=False)
             self.metrics.outcome(message.get("icmstatus"))
 
     async def drain(self, timeout: float) -> None:
@@ -82,21 +90,23 @@ class AmiEntry:
                 message.get("uniqueid")[:40] or "-",
             )
             return
+        request = self.request(
+            token,
+            message.get("icmnumber") or message.get("calleridnum"),
+            message.get("uniqueid"),
+            channel,
+        )
         if not self.accepting:
             self.metrics.answers_dropped.labels("stopping").inc()
+            if self.claim is None:  # nobody else will answer: send the call back now
+                stopping = Decision(Status.TIMEOUT, reason="ICM is stopping")
+                self._spawn(self._deliver(request, stopping))
             return
-        now = asyncio.get_running_loop().time()
-        reserve = min(0.05, self.budget_s / 10)  # time kept to deliver the answer
-        request = RouteRequest(
-            token=token,
-            number=message.get("icmnumber") or message.get("calleridnum"),
-            uniqueid=message.get("uniqueid"),
-            channel=channel,
-            received=now,
-            deadline=now + self.budget_s - reserve,
-        )
         self.metrics.requests.labels("ami").inc()
-        task = asyncio.create_task(self._handle(request))
+        self._spawn(self._handle(request))
+
+    def _spawn(self, work: Coroutine[Any, Any, object]) -> None:
+        task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -135,7 +145,7 @@ class AmiEntry:
                 "AMI is down" if reason == "ami_down" else "decision too slow",
             )
             return False
-        value = "|".join([request.token, *reply_fields(decision), str(self.dial_timeout_s)])
+        value = self.reply(request.token, decision)
         try:
             await self.ami.action(
                 "Setvar", {"Channel": request.channel, "Variable": "ICM_REPLY", "Value": value}

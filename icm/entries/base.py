@@ -3,6 +3,7 @@ decision the same way, whichever way the request came in."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 
@@ -11,6 +12,41 @@ from icm.model import Decision, RouteRequest, Status
 from icm.router import Router
 
 log = logging.getLogger("icm.decision")
+
+
+class Entry:
+    """What every entry holds: the router it asks, the budget and dial timeout it answers
+    with (all three replaced on reload), and whether it still takes requests."""
+
+    def __init__(
+        self, router: Router, *, budget_s: float, dial_timeout_s: int, metrics: Metrics
+    ) -> None:
+        self.router = router
+        self.budget_s = budget_s
+        self.dial_timeout_s = dial_timeout_s
+        self.metrics = metrics
+        self.accepting = True
+
+    def request(
+        self, token: str, number: str, uniqueid: str = "", channel: str = ""
+    ) -> RouteRequest:
+        """A request received now, with its deadline: the budget minus a little time kept
+        to deliver the answer."""
+        now = asyncio.get_running_loop().time()
+        return RouteRequest(
+            token=token,
+            number=number,
+            uniqueid=uniqueid,
+            channel=channel,
+            received=now,
+            deadline=now + self.budget_s - min(0.05, self.budget_s / 10),
+        )
+
+    def reply(self, token: str, decision: Decision) -> str:
+        """``token|status|dial|manager|source|dial_timeout`` (no token: no leading field)."""
+        fields = [*reply_fields(decision), str(self.dial_timeout_s)]
+        return "|".join([token, *fields] if token else fields)
+
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.@+\-]")
 

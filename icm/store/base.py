@@ -39,6 +39,10 @@ class Store(Protocol):
 
     async def close(self) -> None: ...
 
+    async def ping(self) -> None:
+        """Raise :class:`StoreError` if the store cannot serve requests right now."""
+        ...
+
     async def binding(self, number: str, *, learned_since: float = 0.0) -> Binding | None:
         """The pinned binding for ``number``, else the learned one if learned at or after
         ``learned_since``; None if neither."""

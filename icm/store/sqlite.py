@@ -61,6 +61,9 @@ class SqliteStore:
             db, self._db = self._db, None
             await db.close()
 
+    async def ping(self) -> None:
+        await self._fetch("SELECT 1", ())
+
     async def binding(self, number: str, *, learned_since: float = 0.0) -> Binding | None:
         rows = await self._fetch(_BINDING, (number, number, learned_since))
         if not rows:

@@ -35,6 +35,7 @@ import asyncio
 import random
 import re
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -99,6 +100,11 @@ class ChannelHost(Protocol):
     async def dial(self, dialstring: str, timeout_s: float | None, options: str) -> str: ...
 
     async def app(self, name: str, args: list[str]) -> None: ...
+
+    async def curl(self, url: str, options: dict[str, str]) -> str:
+        """``CURL(url)``: the body whatever the HTTP status, "" if the request failed.
+        ``options`` are the channel's ``CURLOPT()`` settings (conntimeout, httptimeout)."""
+        ...
 
 
 # --------------------------------------------------------------------------- C helpers
@@ -642,19 +648,19 @@ class _Expr:
         if left.kind == _STRING or right.kind == _STRING:
             self._to_string(left)
             self._to_string(right)
-            a: object = _to_bytes(left.s)  # strcoll in the C locale: byte order
-            b: object = _to_bytes(right.s)
+            a, b = _to_bytes(left.s), _to_bytes(right.s)  # strcoll, C locale: byte order
+            cmp = (a > b) - (a < b)
         else:
             self._to_number(left)
             self._to_number(right)
-            a, b = left.num, right.num
+            cmp = (left.num > right.num) - (left.num < right.num)
         result = {
-            "EQ": a == b,
-            "NE": a != b,
-            "LT": a < b,  # type: ignore[operator]
-            "GT": a > b,  # type: ignore[operator]
-            "LE": a <= b,  # type: ignore[operator]
-            "GE": a >= b,  # type: ignore[operator]
+            "EQ": cmp == 0,
+            "NE": cmp != 0,
+            "LT": cmp < 0,
+            "GT": cmp > 0,
+            "LE": cmp <= 0,
+            "GE": cmp >= 0,
         }[kind]
         return _make_number(Fraction(int(result)))
 
@@ -1458,7 +1464,6 @@ _REFUSED_APPS = frozenset(
         "continuewhile",
         "stackpop",
         "waitexten",
-        "agi",
         "eagi",
         "deadagi",
         "stasis",
@@ -1572,6 +1577,8 @@ class Interpreter:
         self._frames: list[_Frame] = []
         self._stack_allocated = False
         self._handlers: list[str] = []
+        self._curlopts: dict[str, str] = {}
+        self._curl_results: list[str] = []
         self._context = ""
         self._exten = ""
         self._priority = 0
@@ -1806,10 +1813,41 @@ class Interpreter:
             "GLOBAL": lambda a: self.channel.globals.get(a, ""),
             "ISNULL": lambda a: "0" if a else "1",
             "EXISTS": lambda a: "1" if a else "0",
+            "URIENCODE": lambda a: urllib.parse.quote(a, safe="-_.~"),
+            "CURLOPT": lambda a: self._curlopts.get(a.lower(), ""),
+            "CURL": self._fn_curl_result,
         }.get(name)
         if reader is None:
             raise DialplanError(f"dialplan function {name}() is not supported (in ${{{expr}}})")
         return reader(args)
+
+    async def _prefetch_curl(self, data: str) -> str:
+        """CURL() does network I/O, which substitution (synchronous here, blocking in
+        Asterisk) cannot await: each ``${CURL(url)}`` is fetched first, its arguments
+        substituted, and replaced by a reference to the result that substitution reads."""
+        out = []
+        pos = 0
+        while (start := data.find("${CURL(", pos)) >= 0:
+            depth, end = 0, start
+            for end in range(start, len(data)):
+                if data.startswith("${", end):
+                    depth += 1
+                elif data[end] == "}":
+                    depth -= 1
+                    if depth == 0:
+                        break
+            inner = data[start + len("${CURL(") : end]
+            url = self.substitute(inner[: inner.rfind(")")] if ")" in inner else inner)
+            self._curl_results.append(await self.channel.curl(url, dict(self._curlopts)))
+            out.append(data[pos:start] + f"${{CURL({len(self._curl_results) - 1})}}")
+            pos = end + 1
+        out.append(data[pos:])
+        return "".join(out)
+
+    def _fn_curl_result(self, args: str) -> str:
+        if not args.isdigit() or int(args) >= len(self._curl_results):
+            raise DialplanError(f"CURL({args}) was not fetched")
+        return self._curl_results[int(args)]
 
     def _fn_cut(self, args: str) -> str | None:
         parts = separate_args(args, ",", True, 3)
@@ -1873,8 +1911,7 @@ class Interpreter:
         if allowed.startswith('"'):
             self._warn('FILTER allowed characters includes the quote (") character.')
         bitmap = [False] * 256
-        raw_allowed = _from_bytes(_to_bytes(allowed)).encode("utf-8", "surrogateescape")
-        stream = raw_allowed.decode("latin-1")
+        stream = _to_bytes(allowed).decode("latin-1")  # one character per byte, like C
         while stream:
             first = _get_encoded_char(stream)
             if first is None:
@@ -1997,6 +2034,10 @@ class Interpreter:
                 raise DialplanError(f"CHANNEL({args}) is not supported for writing")
         elif name == "GLOBAL":
             self.channel.globals[args] = value
+        elif name == "CURLOPT":
+            if args.lower() not in ("conntimeout", "httptimeout"):
+                raise DialplanError(f"CURLOPT({args}) is not simulated")
+            self._curlopts[args.lower()] = value
         else:
             raise DialplanError(f"dialplan function {name}() is not supported for writing")
 
@@ -2078,7 +2119,7 @@ class Interpreter:
         self._steps += 1
         if self._steps > self.max_steps:
             raise DialplanError(f"more than {self.max_steps} priorities executed (a loop?)")
-        data = self.substitute(prio.data)
+        data = self.substitute(await self._prefetch_curl(prio.data))
         self.trace.append(f"{self._context},{self._exten},{self._priority}: {prio.app}({data})")
         return await self._exec_app(prio.app, data)
 

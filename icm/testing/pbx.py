@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
 
 from icm.testing.ami_server import AmiServer, AmiUser
 from icm.testing.dialplan import Dialplan, DialplanError, Interpreter
@@ -132,10 +135,83 @@ class SimChannel:
         return status
 
     async def app(self, name: str, args: list[str]) -> None:
+        if name.lower() == "agi":
+            await self._agi(args)
+            return
         if name.lower() not in ("queue", "playback", "voicemail", "verbose", "background"):
             raise DialplanError(f"the simulated PBX has no application {name}")
         if self.call is not None:
             self.call.reached.append((name, args))
+
+    async def curl(self, url: str, options: dict[str, str]) -> str:
+        """func_curl: the body whatever the status; "" when the request fails."""
+        timeout = aiohttp.ClientTimeout(
+            total=float(options.get("httptimeout") or 180),
+            connect=float(options.get("conntimeout") or 180),
+        )
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as session,
+                session.get(url) as response,
+            ):
+                return await response.text()
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            return ""
+
+    async def _agi(self, args: list[str]) -> None:
+        """res_agi as a FastAGI client: the environment, then commands until the server
+        closes. Refused connection: AGISTATUS=FAILURE at once."""
+        url = urlsplit(args[0] if args else "")
+        try:
+            reader, writer = await asyncio.open_connection(url.hostname, url.port or 4573)
+        except OSError:
+            self.variables["AGISTATUS"] = "FAILURE"
+            return
+        env = [
+            ("agi_network", "yes"),
+            ("agi_network_script", url.path.lstrip("/")),
+            ("agi_request", args[0]),
+            ("agi_channel", self.name),
+            ("agi_language", "en"),
+            ("agi_type", "SIP"),
+            ("agi_uniqueid", self.uniqueid),
+            ("agi_version", "20.19.0"),
+            ("agi_callerid", self.caller_num or "unknown"),
+            ("agi_calleridname", self.caller_name or "unknown"),
+            ("agi_context", "icm-agi"),
+            ("agi_extension", "6100"),
+            ("agi_priority", "3"),
+            ("agi_enhanced", "0.0"),
+            ("agi_accountcode", ""),
+            *((f"agi_arg_{i}", arg) for i, arg in enumerate(args[1:], 1)),
+        ]
+        writer.write(("".join(f"{k}: {v}\n" for k, v in env) + "\n").encode())
+        status = "SUCCESS"
+        try:
+            while True:
+                line = await reader.readline()
+                if not line:
+                    break
+                writer.write(self._agi_command(line.decode().strip()).encode())
+                await writer.drain()
+        except OSError:
+            status = "FAILURE"
+        finally:
+            writer.close()
+        self.variables["AGISTATUS"] = status
+
+    def _agi_command(self, command: str) -> str:
+        verb = command.split(" ", 2)
+        if verb[:2] == ["SET", "VARIABLE"] and len(verb) == 3:
+            name, _, value = verb[2].partition(" ")
+            self.variables[name.strip('"')] = value.strip().strip('"')
+            return "200 result=1\n"
+        if verb[:2] == ["GET", "VARIABLE"] and len(verb) == 3:
+            value = self.variables.get(verb[2].strip('"'))
+            return "200 result=0\n" if value is None else f"200 result=1 ({value})\n"
+        if verb[:1] == ["VERBOSE"]:
+            return "200 result=1\n"
+        return "510 Invalid or unknown command\n"
 
 
 class FakeAsterisk:

@@ -1,0 +1,70 @@
+"""Several instances watching one Asterisk: exactly one acts on each call.
+
+Every instance receives every AMI event. Before answering a routing request (or learning
+a finished call) an instance claims it in the shared store: ``add`` is "set if absent"
+with a short expiry, so the first claim wins and the others stand aside. No leader, no
+election: when an instance dies, the others simply win every later claim.
+
+If the store cannot be reached the claim is granted: answering a call twice is harmless
+(the dialplan reads one answer; both carry the same token), leaving it unanswered is not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+
+from icm.logs import Throttled
+from icm.metrics import Metrics
+from icm.model import RouteRequest
+from icm.store import Store, StoreError
+
+log = logging.getLogger(__name__)
+
+
+def instance_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+
+
+class Claims:
+    """:param ttl_s: how long a claim lives (longer than any decision).
+    :param timeout_s: how long a claim may take before it is granted anyway.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        metrics: Metrics,
+        *,
+        instance: str | None = None,
+        ttl_s: float = 30.0,
+        timeout_s: float = 0.1,
+    ) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.instance = instance or instance_name()
+        self.ttl_s = ttl_s
+        self.timeout_s = timeout_s
+        self._log = Throttled(log)
+
+    async def route(self, request: RouteRequest) -> bool:
+        """True if this instance answers ``request``."""
+        return await self._claim("route", f"claim:route:{request.token}")
+
+    async def learn(self, uniqueid: str) -> bool:
+        """True if this instance learns the call ``uniqueid``."""
+        return await self._claim("learn", f"claim:learn:{uniqueid}")
+
+    async def _claim(self, kind: str, key: str) -> bool:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                won = await self.store.add(key, self.instance, self.ttl_s)
+        except (StoreError, TimeoutError) as exc:
+            self.metrics.claims.labels(kind, "unavailable").inc()
+            self._log.warning("cannot claim a call in the store (%s): acting on it anyway", exc)
+            return True
+        self.metrics.claims.labels(kind, "won" if won else "lost").inc()
+        return won

@@ -1,0 +1,232 @@
+"""The shared store: Redis (redis-py asyncio with hiredis), for several ICM instances.
+
+Same interface and contract as the SQLite store. Layout, under a key prefix (``icm:``):
+
+* ``learned:<number>`` / ``pinned:<number>``: hashes ``t`` (target), ``at``, ``n`` (note);
+  ``learned`` / ``pinned``: sorted sets of numbers by time, for listing and purging;
+* ``kv:<key>``: strings with a millisecond expiry (claims, caches, tokens).
+
+URLs: ``redis://host:6379/0``, ``rediss://`` (TLS; ``?ssl_ca_certs=/path`` and friends),
+``unix:///run/redis.sock``, and ``redis+sentinel://host:26379,host2:26379/mymaster/0``
+for a Sentinel-managed master. The password never sits in the URL: it comes from the
+environment or a file (``store.password_env`` / ``store.password_file``).
+Every failure of Redis is raised as :class:`~icm.store.base.StoreError`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from icm.store.base import Binding, StoreError
+
+T = TypeVar("T")
+
+# Keep the newer of two conversations: never overwrite a record learned later.
+_LEARN = """
+local at = tonumber(ARGV[2])
+local current = redis.call('HGET', KEYS[1], 'at')
+if current and tonumber(current) > at then return 0 end
+redis.call('HSET', KEYS[1], 't', ARGV[1], 'at', ARGV[2], 'n', ARGV[3])
+redis.call('ZADD', KEYS[2], at, ARGV[4])
+return 1
+"""
+_INCR = """
+local value = redis.call('INCR', KEYS[1])
+if value == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return value
+"""
+
+
+class RedisStore:
+    """:param url: see the module docstring.
+    :param password: from the environment or a file, never from the URL.
+    :param timeout_s: how long one Redis command may take before it counts as a failure.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        password: str | None = None,
+        prefix: str = "icm:",
+        timeout_s: float = 0.5,
+    ) -> None:
+        self.url = url
+        self.prefix = prefix
+        self._password = password
+        self._timeout = timeout_s
+        self._redis: Redis | None = None
+        parts = urlsplit(url)
+        self.where = f"{parts.scheme}://{parts.hostname or parts.path}" + (
+            f":{parts.port}" if parts.port else ""
+        )
+
+    def __repr__(self) -> str:
+        return f"RedisStore({self.where!r})"
+
+    async def open(self) -> None:
+        options: dict[str, Any] = {
+            "password": self._password,
+            "socket_timeout": self._timeout,
+            "socket_connect_timeout": self._timeout,
+            "decode_responses": True,
+            # One quick retry on a fresh connection after Redis restarted.
+            "retry": Retry(NoBackoff(), 1),
+            "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+            "health_check_interval": 10,
+        }
+        if self.url.startswith("redis+sentinel://"):
+            self._redis = self._sentinel(options)
+        else:
+            self._redis = Redis.from_url(self.url, **options)
+        self._learn = self._redis.register_script(_LEARN)
+        self._incr = self._redis.register_script(_INCR)
+        # Nothing is sent yet: a Redis that is down at start-up is not fatal. The daemon's
+        # health check reports it, and routing goes on with sources that do not need it.
+
+    def _sentinel(self, options: dict[str, Any]) -> Redis:
+        parts = urlsplit(self.url)
+        hosts = []
+        for item in parts.netloc.rpartition("@")[2].split(","):
+            host, _, port = item.rpartition(":")
+            hosts.append((host or item, int(port or 26379)))
+        path = [p for p in parts.path.split("/") if p]
+        if not path:
+            raise StoreError(f"{self.where}: a Sentinel URL needs the master's name")
+        db = int(path[1]) if len(path) > 1 else 0
+        sentinel = Sentinel(
+            hosts, socket_timeout=self._timeout, sentinel_kwargs={"password": None}, **options
+        )
+        return sentinel.master_for(path[0], db=db)
+
+    async def close(self) -> None:
+        if self._redis is not None:
+            redis, self._redis = self._redis, None
+            await redis.aclose()
+
+    async def ping(self) -> None:
+        await self._run(lambda r: r.ping())
+
+    # -- bindings ---------------------------------------------------------------------
+    async def binding(self, number: str, *, learned_since: float = 0.0) -> Binding | None:
+        async def fetch(r: Redis) -> list[dict[str, str]]:
+            async with r.pipeline(transaction=False) as pipe:
+                pipe.hgetall(self._key("pinned", number))
+                pipe.hgetall(self._key("learned", number))
+                return list(await pipe.execute())
+
+        pinned, learned = await self._run(fetch)
+        if pinned:
+            return _binding(number, pinned, True)
+        if learned and float(learned["at"]) >= learned_since:
+            return _binding(number, learned, False)
+        return None
+
+    async def learn(self, number: str, extension: str, at: float, note: str = "") -> bool:
+        keys = [self._key("learned", number), self._key("learned")]
+        changed = await self._run(lambda r: self._learn(keys, [extension, repr(at), note, number]))
+        return bool(changed)
+
+    async def forget(self, number: str) -> bool:
+        return await self._drop("learned", number)
+
+    async def pin(self, number: str, target: str, note: str = "") -> None:
+        at = time.time()
+
+        async def write(r: Redis) -> None:
+            async with r.pipeline(transaction=True) as pipe:
+                pipe.hset(self._key("pinned", number), mapping={"t": target, "at": at, "n": note})
+                pipe.zadd(self._key("pinned"), {number: at})
+                await pipe.execute()
+
+        await self._run(write)
+
+    async def unpin(self, number: str) -> bool:
+        return await self._drop("pinned", number)
+
+    async def bindings(self, *, pinned: bool, limit: int = 1000) -> list[Binding]:
+        kind = "pinned" if pinned else "learned"
+
+        async def fetch(r: Redis) -> list[Binding]:
+            numbers = await r.zrevrange(self._key(kind), 0, limit - 1)
+            async with r.pipeline(transaction=False) as pipe:
+                for number in numbers:
+                    pipe.hgetall(self._key(kind, number))
+                rows = await pipe.execute()
+            return [_binding(n, row, pinned) for n, row in zip(numbers, rows, strict=True) if row]
+
+        return await self._run(fetch)
+
+    async def purge_learned(self, before: float) -> int:
+        async def purge(r: Redis) -> int:
+            index = self._key("learned")
+            numbers = await r.zrangebyscore(index, "-inf", f"({before!r}")
+            for start in range(0, len(numbers), 500):
+                chunk = numbers[start : start + 500]
+                async with r.pipeline(transaction=False) as pipe:
+                    pipe.delete(*(self._key("learned", n) for n in chunk))
+                    pipe.zrem(index, *chunk)
+                    await pipe.execute()
+            return len(numbers)
+
+        return await self._run(purge)
+
+    # -- key-value --------------------------------------------------------------------
+    async def get(self, key: str) -> str | None:
+        value = await self._run(lambda r: r.get(self._key("kv", key)))
+        return value if value is None else str(value)
+
+    async def set(self, key: str, value: str, ttl_s: float | None = None) -> None:
+        px = None if ttl_s is None else max(1, int(ttl_s * 1000))
+        await self._run(lambda r: r.set(self._key("kv", key), value, px=px))
+
+    async def add(self, key: str, value: str, ttl_s: float) -> bool:
+        px = max(1, int(ttl_s * 1000))
+        return bool(await self._run(lambda r: r.set(self._key("kv", key), value, px=px, nx=True)))
+
+    async def delete(self, *keys: str) -> int:
+        if not keys:
+            return 0
+        return int(await self._run(lambda r: r.delete(*(self._key("kv", k) for k in keys))))
+
+    async def incr(self, key: str, ttl_s: float) -> int:
+        """Add one to a counter that expires ``ttl_s`` after it was created."""
+        px = max(1, int(ttl_s * 1000))
+        return int(await self._run(lambda r: self._incr([self._key("kv", key)], [px])))
+
+    # -- internals ----------------------------------------------------------------------
+    def _key(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    async def _drop(self, kind: str, number: str) -> bool:
+        async def drop(r: Redis) -> int:
+            async with r.pipeline(transaction=True) as pipe:
+                pipe.delete(self._key(kind, number))
+                pipe.zrem(self._key(kind), number)
+                deleted, _ = await pipe.execute()
+            return int(deleted)
+
+        return bool(await self._run(drop))
+
+    async def _run(self, command: Callable[[Redis], Awaitable[T]]) -> T:
+        if self._redis is None:
+            raise StoreError(f"Redis store {self.where} is not open")
+        try:
+            return await command(self._redis)
+        except (RedisError, OSError) as exc:
+            raise StoreError(f"Redis store {self.where}: {exc or type(exc).__name__}") from exc
+
+
+def _binding(number: str, row: dict[str, str], pinned: bool) -> Binding:
+    return Binding(number, row["t"], pinned, float(row["at"]), row.get("n", ""))
