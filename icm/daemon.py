@@ -34,7 +34,7 @@ from icm.ami.client import AmiActionError, AmiClient, AmiError
 from icm.ami.frames import Message
 from icm.calls import CallTracker
 from icm.cluster import Claims
-from icm.config import Config, ConfigError, load
+from icm.config import Config, ConfigError, load, split_host_port
 from icm.dialing import DialStrings
 from icm.entries.agi import AgiEntry
 from icm.entries.ami import AmiEntry
@@ -381,8 +381,18 @@ class Daemon:
         self.resyncs += 1
 
     async def _publish_wait(self) -> None:
+        """Globals the shipped dialplan reads: how long to wait, where the AGI and HTTP
+        entries listen."""
         wait = dialplan_wait(self.routing.budget_s)
-        await self.ami.action("Setvar", {"Variable": "ICM_WAIT", "Value": f"{wait:.2f}"})
+        published = {"ICM_WAIT": f"{wait:.2f}"}
+        if self.config.http.enabled:
+            published["ICM_URL"] = f"http://{_reachable(self.config.http.listen, self.http.port)}"
+        if self.config.agi.enabled:
+            published["ICM_AGI_URL"] = (
+                f"agi://{_reachable(self.config.agi.listen, self.agi.port)}/route"
+            )
+        for name, value in published.items():
+            await self.ami.action("Setvar", {"Variable": name, "Value": value})
 
     # -- learning -------------------------------------------------------------------------
     def _learned(self, number: str, extension: str) -> None:
@@ -405,6 +415,15 @@ class Daemon:
                 continue
             if purged:
                 log.info("purged %d learned bindings older than the retention", purged)
+
+
+def _reachable(listen: str, bound_port: int) -> str:
+    """``host:port`` Asterisk can reach: the wildcard address becomes loopback, port 0 the
+    port actually bound."""
+    host, port = split_host_port(listen)
+    host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    host = f"[{host}]" if ":" in host else host
+    return f"{host}:{bound_port or port}"
 
 
 def _ignore(uniqueid: str, conversations: list[object]) -> None:

@@ -169,7 +169,9 @@ async def test_manager_not_connected_goes_to_the_default_number(pbx, make_config
     use_sources(daemon, SlowSource(Answer(user="5550001", name="Olga"), 0))
     placed = await call(pbx)
     assert placed.dials == [("SIP/101", "ANSWER")]
-    daemon.routing.router.routing = daemon.routing.router.routing.model_copy(update={"default_number": ""})
+    daemon.routing.router.routing = daemon.routing.router.routing.model_copy(
+        update={"default_number": ""}
+    )
     placed = await call(pbx)
     assert placed.status == "NOTCONNECTED" and placed.dials == []
     assert placed.variables["ICM_MANAGER"] == "5550001"

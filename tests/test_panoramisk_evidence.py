@@ -183,3 +183,31 @@ async def test_7_originate_without_async_breaks_the_connection(managers):
         assert server.sessions == []  # KeyError('async') inside data_received
     finally:
         await server.stop()
+
+
+FAST_AGI_FREEZE = """
+import asyncio, sys
+from panoramisk.fast_agi import Application
+
+async def main():
+    app = Application(loop=asyncio.get_running_loop())
+    server = await asyncio.start_server(app.handler, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.close()  # a port scan, a health check, an Asterisk that gave up
+    await asyncio.sleep(0.3)
+    print("alive", flush=True)  # never printed: the handler spins on b"" and never yields
+
+asyncio.run(main())
+"""
+
+
+def test_8_fast_agi_freezes_the_event_loop_on_a_connection_closed_early():
+    import subprocess
+    import sys
+
+    with pytest.raises(subprocess.TimeoutExpired) as frozen:
+        subprocess.run(
+            [sys.executable, "-c", FAST_AGI_FREEZE], capture_output=True, timeout=3, check=False
+        )
+    assert b"alive" not in (frozen.value.stdout or b"")

@@ -110,7 +110,9 @@ class AgiEntry(Entry):
                 result = await agi.send_command(f'SET VARIABLE ICM_REPLY "{value}"')
             delivered = result.get("status_code") == 200
             if not delivered:
-                log.warning("AGI: Asterisk refused the answer: %s", result.get("msg") or result)
+                # HANGUP, or 511 on a dead channel: the caller left while ICM decided.
+                self.metrics.answers_dropped.labels("caller_gone").inc()
+                log.info("AGI: call %s: the caller hung up before the answer", request.uniqueid)
         except (ValueError, TimeoutError, OSError) as exc:
             # Asterisk closed the channel (the caller hung up) or the link broke.
             self.metrics.answers_dropped.labels("caller_gone").inc()

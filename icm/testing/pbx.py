@@ -187,16 +187,27 @@ class SimChannel:
         ]
         writer.write(("".join(f"{k}: {v}\n" for k, v in env) + "\n").encode())
         status = "SUCCESS"
+        hangup = asyncio.ensure_future(self.hangup_requested.wait())
         try:
             while True:
-                line = await reader.readline()
+                line_read = asyncio.ensure_future(reader.readline())
+                await asyncio.wait([line_read, hangup], return_when=asyncio.FIRST_COMPLETED)
+                if hangup.done() and status != "HANGUP":
+                    status = "HANGUP"  # res_agi tells the script, then refuses its commands
+                    writer.write(b"HANGUP\n")
+                line = await line_read
                 if not line:
                     break
-                writer.write(self._agi_command(line.decode().strip()).encode())
+                if status == "HANGUP":
+                    answer = "511 Command Not Permitted on a dead channel or intercept routine\n"
+                else:
+                    answer = self._agi_command(line.decode().strip())
+                writer.write(answer.encode())
                 await writer.drain()
         except OSError:
             status = "FAILURE"
         finally:
+            hangup.cancel()
             writer.close()
         self.variables["AGISTATUS"] = status
 

@@ -1,0 +1,85 @@
+"""Several instances on one Asterisk and one Redis: exactly one answers each call, each
+answered call is learned once, and when an instance dies the others carry on."""
+
+import asyncio
+import time
+from collections import Counter
+
+import pytest
+
+from icm.store.redis import RedisStore
+
+from .conftest import until
+from .daemons import DaemonProcess
+
+CLIENTS = [f"+7916555{i:04d}" for i in range(30)]
+
+
+def setvars_per_token(pbx):
+    tokens = Counter()
+    for _, headers in pbx.ami.actions:
+        if headers.get("action", "").lower() == "setvar" and headers.get("channel"):
+            tokens[headers["value"].split("|", 1)[0]] += 1
+    return tokens
+
+
+def tokens_of(calls):
+    return [next(b["ICMToken"] for n, b in c.user_events if n == "ICMRoute") for c in calls]
+
+
+@pytest.fixture
+async def cluster(pbx, redis_url, tmp_path):
+    pbx.register("101", "102")
+    daemons = [DaemonProcess(tmp_path, f"icm{i}", pbx.port, redis_url) for i in range(3)]
+    for daemon in daemons:
+        daemon.start()
+    try:
+        await until(lambda: pbx.ami.logins >= 3 and "ICM_WAIT" in pbx.globals, timeout=20)
+        await asyncio.sleep(0.5)  # presence resync of the last one
+        yield daemons
+    finally:
+        for daemon in daemons:
+            daemon.kill()
+
+
+async def test_exactly_one_instance_answers_each_call(pbx, cluster, redis_url):
+    store = RedisStore(redis_url)
+    await store.open()
+    for number in CLIENTS[:10]:
+        await store.learn(number, "101", time.time())
+    await store.close()
+    # Ten calls at once for one manager: he takes one, the others find him ringing.
+    calls = await asyncio.gather(*(pbx.call(n) for n in CLIENTS[:10]))
+    statuses = [c.status for c in calls]
+    assert "ANSWERED" in statuses and set(statuses) <= {"ANSWERED", "BUSY"}, statuses
+    answers = setvars_per_token(pbx)
+    assert [answers[token] for token in tokens_of(calls)] == [1] * 10
+    won = [d.metric("icm_claims_total", kind="route", result="won") for d in cluster]
+    lost = [d.metric("icm_claims_total", kind="route", result="lost") for d in cluster]
+    assert (sum(won), sum(lost)) == (10, 20)  # every instance saw every call
+
+
+async def test_each_answered_call_is_learned_once(pbx, cluster):
+    calls = []
+    for number in CLIENTS[10:16]:  # unknown: the default number 102 answers, then learned
+        calls.append(await pbx.call(number))
+    assert [c.status for c in calls] == ["ANSWERED"] * 6
+    await until(lambda: sum(d.metric("icm_learned_total") for d in cluster) == 6, timeout=5)
+    await asyncio.sleep(0.3)
+    assert sum(d.metric("icm_learned_total") for d in cluster) == 6  # not 18
+
+
+async def test_killed_instance_the_others_go_on(pbx, cluster, redis_url):
+    store = RedisStore(redis_url)
+    await store.open()
+    for number in CLIENTS[16:30]:
+        await store.learn(number, "101", time.time())
+    await store.close()
+    cluster[0].kill()  # SIGKILL: no goodbye, its claims just stop winning
+    answered = []
+    for number in CLIENTS[16:30]:
+        placed = await pbx.call(number)
+        answered.append(placed)
+    assert [c.status for c in answered] == ["ANSWERED"] * 14
+    answers = setvars_per_token(pbx)
+    assert all(answers[token] == 1 for token in tokens_of(answered))

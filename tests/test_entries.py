@@ -1,0 +1,146 @@
+"""The FastAGI and HTTP (CURL) entries, through the shipped contexts icm-agi and icm-curl:
+the same variables and the same outcomes as the AMI entry."""
+
+import asyncio
+import time
+
+import aiohttp
+import pytest
+
+from icm.testing.pbx import FakeAsterisk, asterisk_file
+
+from .conftest import free_port, until
+from .test_calls_e2e import SlowSource, use_sources
+
+SCENARIOS = """
+[from-trunk-agi]
+exten => _X.,1,Gosub(icm-agi,6100,1)
+ same => n,Queue(reception)
+[from-trunk-curl]
+exten => _X.,1,Gosub(icm-curl,6100,1)
+ same => n,Queue(reception)
+"""
+CLIENT = "+79161234567"
+
+
+@pytest.fixture
+async def pbx():
+    fake = FakeAsterisk(dialplan=[asterisk_file("extensions_icm.conf"), SCENARIOS], auth_delay=0.05)
+    await fake.start()
+    fake.register("101", "102")
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+async def icm(pbx, make_config, start_daemon):
+    daemon = await start_daemon(
+        make_config(pbx.port, agi={"enabled": True, "listen": "127.0.0.1:0"})
+    )
+    await daemon.store.learn(CLIENT, "101", time.time())
+    return daemon
+
+
+async def call(pbx, entry, number="8 916 123-45-67", **kwargs):
+    placed = await pbx.call(number, context=f"from-trunk-{entry}", **kwargs)
+    assert placed.warnings == [], placed.warnings
+    return placed
+
+
+@pytest.mark.parametrize("entry", ["agi", "curl"])
+async def test_known_caller_reaches_his_manager(pbx, icm, entry):
+    placed = await call(pbx, entry)
+    assert placed.status == "ANSWERED" and placed.dials == [("SIP/101", "ANSWER")]
+    assert placed.variables["ICM_SOURCE"] == "icmdb"
+
+
+@pytest.mark.parametrize("entry", ["agi", "curl"])
+async def test_unknown_and_anonymous_callers_go_back(pbx, icm, entry):
+    placed = await call(pbx, entry, "+7 903 555-00-00")
+    assert placed.status == "NOTFOUND" and placed.reached == [("Queue", ["reception"])]
+    placed = await call(pbx, entry, "anonymous")
+    assert placed.status == "ANONYMOUS" and placed.dials == []
+
+
+@pytest.mark.parametrize("entry", ["agi", "curl"])
+async def test_busy_manager(pbx, icm, entry):
+    pbx.set_device("SIP/101", "INUSE")
+    await until(lambda: icm.presence.state("101").value == "busy")
+    placed = await call(pbx, entry)
+    assert (placed.status, placed.variables["ICM_MANAGER"]) == ("BUSY", "101")
+
+
+async def test_the_daemon_publishes_where_its_entries_listen(pbx, icm):
+    assert pbx.globals["ICM_URL"] == f"http://127.0.0.1:{icm.http.port}"
+    assert pbx.globals["ICM_AGI_URL"] == f"agi://127.0.0.1:{icm.agi.port}/route"
+
+
+async def test_agi_daemon_down_fails_at_once(pbx):
+    pbx.globals["ICM_AGI_URL"] = f"agi://127.0.0.1:{free_port()}/route"  # nothing listens
+    started = time.monotonic()
+    placed = await call(pbx, "agi")
+    assert time.monotonic() - started < 0.2  # no waiting out the budget
+    assert placed.variables["AGISTATUS"] == "FAILURE"
+    assert placed.status == "TIMEOUT" and placed.reached == [("Queue", ["reception"])]
+
+
+async def test_curl_daemon_down_is_not_found_at_once(pbx):
+    pbx.globals["ICM_URL"] = f"http://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    placed = await call(pbx, "curl")
+    assert time.monotonic() - started < 0.5
+    assert placed.status == "NOTFOUND" and placed.reached == [("Queue", ["reception"])]
+
+
+async def test_curl_daemon_hanging_is_cut_by_the_transfer_timeout(pbx):
+    async def hang(reader, writer):
+        await asyncio.sleep(10)
+
+    server = await asyncio.start_server(hang, "127.0.0.1", 0)
+    pbx.globals["ICM_URL"] = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    pbx.globals["ICM_WAIT"] = "0.3"
+    started = time.monotonic()
+    placed = await call(pbx, "curl")
+    assert 0.3 <= time.monotonic() - started < 0.8
+    assert placed.status == "NOTFOUND"
+    server.close()
+
+
+async def test_agi_caller_hangs_up_while_icm_decides(pbx, icm):
+    use_sources(icm, SlowSource(None, 0.3))
+    placed = await call(pbx, "agi", hangup_after=0.1)
+    assert placed.result()["ICMStatus"] == "ABANDONED" and placed.reached == []
+    await until(lambda: icm.metrics.answers_dropped.labels("caller_gone")._value.get() == 1)
+
+
+async def test_agi_survives_junk_connections(icm):
+    port = icm.agi.port
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.close()  # closed before the environment (panoramisk's reader spins here)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"agi_network_script: route\nagi_arg_1: not-a-token\n\n")
+    assert await reader.read() == b""  # closed without a command
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"x" * 20_000)
+    assert await reader.read() == b""
+    await asyncio.sleep(0.05)
+    assert icm.agi.in_flight == 0
+    assert icm.metrics.answers_dropped.labels("malformed")._value.get() == 1
+
+
+async def test_http_route_answers(icm):
+    base = f"http://127.0.0.1:{icm.http.port}/route"
+    async with aiohttp.ClientSession() as session:
+        async with session.get(base, params={"number": "8 916 123-45-67"}) as response:
+            assert response.status == 200
+            assert await response.text() == "DIAL|SIP/101|101|icmdb|3"
+        async with session.get(base, params={"number": "+79035550000"}) as response:
+            assert (response.status, await response.text()) == (200, "")
+        async with session.get(base, params={"number": "anonymous"}) as response:
+            assert await response.text() == "ANONYMOUS||||3"
+        async with session.get(base) as response:
+            assert response.status == 400 and await response.text() == ""
+            assert "number" in response.headers["X-ICM-Error"]
+        icm.http_entry.router = None  # the router fails: 500, never an error text with 200
+        async with session.get(base, params={"number": CLIENT}) as response:
+            assert response.status == 500 and await response.text() == ""
