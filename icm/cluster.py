@@ -31,7 +31,10 @@ def instance_name() -> str:
 
 class Claims:
     """:param ttl_s: how long a claim lives (longer than any decision).
-    :param timeout_s: how long a claim may take before it is granted anyway.
+    :param timeout_s: how long a claim may take before it is granted anyway. Under a burst
+        of calls, claims queue behind each other: this must be a good part of the lookup
+        budget, not a network round trip (the daemon gives it two thirds of the budget:
+        a store that hangs still leaves the sources a third of it).
     """
 
     def __init__(
@@ -64,7 +67,8 @@ class Claims:
                 won = await self.store.add(key, self.instance, self.ttl_s)
         except (StoreError, TimeoutError) as exc:
             self.metrics.claims.labels(kind, "unavailable").inc()
-            self._log.warning("cannot claim a call in the store (%s): acting on it anyway", exc)
+            reason = str(exc) or f"no answer within {self.timeout_s * 1000:.0f} ms"
+            self._log.warning("cannot claim a call in the store (%s): acting on it anyway", reason)
             return True
         self.metrics.claims.labels(kind, "won" if won else "lost").inc()
         return won

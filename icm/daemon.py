@@ -137,7 +137,10 @@ class Daemon:
         self.metrics = metrics or Metrics()
         self.store = store or config.store.open()
         self.shared = is_shared(config.store.url)
-        self.claims = Claims(self.store, self.metrics) if self.shared else None
+        budget_s = config.routing.lookup_budget_ms / 1000
+        self.claims = (
+            Claims(self.store, self.metrics, timeout_s=budget_s * 2 / 3) if self.shared else None
+        )
         self.presence = PresenceTracker(lambda ext: self.routing.dial.device(ext))
         self.routing = Routing.build(config, self.store, self.metrics, self.presence.state)
         self.ami = AmiClient(

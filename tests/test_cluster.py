@@ -83,3 +83,37 @@ async def test_killed_instance_the_others_go_on(pbx, cluster, redis_url):
     assert [c.status for c in answered] == ["ANSWERED"] * 14
     answers = setvars_per_token(pbx)
     assert all(answers[token] == 1 for token in tokens_of(answered))
+
+
+async def test_a_burst_is_still_answered_once_per_call(pbx, cluster, redis_url):
+    """Claims queue up under a burst; a slow claim must not be taken for a dead store
+    (which grants it and lets every instance answer)."""
+    from icm.testing.ami_server import frame
+
+    store = RedisStore(redis_url)
+    await store.open()
+    for i in range(300):
+        await store.learn(f"+7917{i:07d}", "101", time.time())
+    await store.close()
+    tokens = []
+    burst = b""
+    for i in range(300):
+        channel = pbx._channel("SIP/trunk", f"+7917{i:07d}")
+        token = f"{i + 1:012d}"
+        tokens.append(token)
+        burst += frame(
+            [
+                ("Event", "UserEvent"),
+                ("Privilege", "user,all"),
+                *channel.snapshot(),
+                ("UserEvent", "ICMRoute"),
+                ("ICMToken", token),
+            ]
+        )
+    pbx.ami.send_raw(burst)  # 300 calls asking at the same moment, 3 instances
+    await until(lambda: all(setvars_per_token(pbx)[t] for t in tokens), timeout=10)
+    await asyncio.sleep(0.5)
+    answers = setvars_per_token(pbx)
+    assert sorted({answers[t] for t in tokens}) == [1]
+    unavailable = sum(d.metric("icm_claims_total", result="unavailable") for d in cluster)
+    assert unavailable == 0

@@ -75,3 +75,31 @@ async def test_explanation_says_why_icmdb_was_skipped(own_redis, make_config, tm
     assert (step.source, step.outcome) == ("icmdb", "error")
     assert "store unavailable" in step.detail and "Redis" in step.detail
     await store.close()
+
+
+async def test_a_hung_redis_still_leaves_calls_answered_in_time(pbx, make_config, start_daemon):
+    """Redis accepts connections and never answers: claims wait two thirds of the budget and
+    are granted, icmdb is cut, and the call gets its answer before the dialplan gives up."""
+    import asyncio
+
+    async def hang(reader, writer):
+        await asyncio.sleep(30)
+
+    server = await asyncio.start_server(hang, "127.0.0.1", 0)
+    url = f"redis://127.0.0.1:{server.sockets[0].getsockname()[1]}/0"
+    pbx.register("101", "102")
+    # Redis's own socket timeout longer than the claim's: the claim timeout is what acts.
+    config = make_config(pbx.port, store={"url": url, "timeout_ms": 1000})
+    daemon = await start_daemon(config)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    placed = await pbx.call("89161234567")
+    # The daemon answered (the budget cut icmdb: TIMEOUT, back to the scenario) before the
+    # dialplan's own wait ran out.
+    assert placed.variables["WAITFORCONDITIONSTATUS"] == "TRUE"
+    assert placed.variables["ICM_REPLY"].split("|")[1] == "TIMEOUT"
+    assert placed.reached == [("Queue", ["reception"])]
+    assert loop.time() - started < 0.6
+    assert daemon.metrics.claims.labels("route", "unavailable")._value.get() == 1
+    assert daemon.metrics.source_lookups.labels("icmdb", "cut")._value.get() == 1
+    server.close()

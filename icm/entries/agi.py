@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 
 from panoramisk.fast_agi import Request
 
@@ -83,7 +82,6 @@ class AgiEntry(Entry):
                 await writer.wait_closed()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        started = time.perf_counter()
         env = await _read_environment(reader)
         if env is None:
             self._bad.warning("AGI: a connection closed or stalled before its environment ended")
@@ -120,7 +118,7 @@ class AgiEntry(Entry):
             return
         finally:
             self.metrics.in_flight.dec()
-        total_ms = (time.perf_counter() - started) * 1000
+        total_ms = self.elapsed_ms(request)
         record(decision, request, self.metrics, entry="agi", total_ms=total_ms, delivered=delivered)
 
 

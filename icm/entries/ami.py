@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -111,14 +110,13 @@ class AmiEntry(Entry):
         task.add_done_callback(self._tasks.discard)
 
     async def _handle(self, request: RouteRequest) -> None:
-        started = time.perf_counter()
         self.metrics.in_flight.inc()
         try:
             if self.claim is not None and not await self.claim(request):
                 return
             decision = await decide(self.router, request)
             delivered = await self._deliver(request, decision)
-            total_ms = (time.perf_counter() - started) * 1000
+            total_ms = self.elapsed_ms(request)
             record(
                 decision,
                 request,

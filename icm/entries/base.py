@@ -42,6 +42,11 @@ class Entry:
             deadline=now + self.budget_s - min(0.05, self.budget_s / 10),
         )
 
+    @staticmethod
+    def elapsed_ms(request: RouteRequest) -> float:
+        """Milliseconds since the request arrived (queueing included)."""
+        return (asyncio.get_running_loop().time() - request.received) * 1000
+
     def reply(self, token: str, decision: Decision) -> str:
         """``token|status|dial|manager|source|dial_timeout`` (no token: no leading field)."""
         fields = [*reply_fields(decision), str(self.dial_timeout_s)]

@@ -11,8 +11,6 @@ empty body (``CURL()`` returns the body whatever the status), the reason in the
 
 from __future__ import annotations
 
-import time
-
 from aiohttp import web
 
 from icm.entries.base import Entry, decide, record
@@ -21,7 +19,6 @@ from icm.model import Status
 
 class HttpEntry(Entry):
     async def route(self, request: web.Request) -> web.Response:
-        started = time.perf_counter()
         number = request.query.get("number", "")
         if not number:
             return _empty(400, "the number query parameter is missing")
@@ -34,7 +31,7 @@ class HttpEntry(Entry):
             decision = await decide(self.router, routing)
         finally:
             self.metrics.in_flight.dec()
-        total_ms = (time.perf_counter() - started) * 1000
+        total_ms = self.elapsed_ms(routing)
         record(decision, routing, self.metrics, entry="http", total_ms=total_ms, delivered=True)
         if decision.status is Status.ERROR:
             return _empty(500, decision.reason)

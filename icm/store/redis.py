@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
@@ -31,6 +31,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from icm.store.base import Binding, StoreError
 
 T = TypeVar("T")
+MAX_CONNECTIONS = 32
+POOL_WAIT_S = 5.0  # callers bound their own waits; the pool must not fail them first
 
 # Keep the newer of two conversations: never overwrite a record learned later.
 _LEARN = """
@@ -89,7 +91,12 @@ class RedisStore:
         if self.url.startswith("redis+sentinel://"):
             self._redis = self._sentinel(options)
         else:
-            self._redis = Redis.from_url(self.url, **options)
+            # A bounded pool: a burst of calls waits for a connection instead of opening
+            # one per concurrent command.
+            pool = BlockingConnectionPool.from_url(
+                self.url, max_connections=MAX_CONNECTIONS, timeout=POOL_WAIT_S, **options
+            )
+            self._redis = Redis(connection_pool=pool)
         self._learn = self._redis.register_script(_LEARN)
         self._incr = self._redis.register_script(_INCR)
         # Nothing is sent yet: a Redis that is down at start-up is not fatal. The daemon's

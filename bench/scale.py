@@ -1,0 +1,197 @@
+"""Two ICM instances on one Redis and one (simulated) Asterisk: 1,000 routing requests for
+learned numbers. Every instance receives every request; per-call claims in Redis decide
+which one answers. Measured from the ICMRoute UserEvent written by the AMI server to the
+(single) Setvar arriving back, in two shapes:
+
+* burst: the 1,000 requests written at once (1,000 calls waiting at the same moment);
+* paced: the same 1,000 spread over one second.
+
+Also: answers per call (must be exactly 1), claims won per instance, RSS per instance.
+The daemons are separate processes (`icm run`); redis-server is started on a free port.
+
+    python bench/scale.py [--requests 1000] [--instances 2]
+
+Last line: {"p50_ms", "p99_ms" (paced), "burst_p50_ms", "burst_p99_ms", "answers_per_call",
+"rss_mb" (the larger instance), ...}. Targets: p99 <= 5 ms on a learned number,
+exactly 1 answer per call, RSS <= 100 MB per instance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _harness import (
+    SECRET,
+    free_port,
+    report,
+    rss_mb,
+    scrape,
+    start_daemon,
+    summary,
+    write_config,
+)
+
+from icm.store.redis import RedisStore
+from icm.testing.ami_server import AmiUser, frame
+from icm.testing.pbx import FakeAsterisk, asterisk_file
+
+
+def start_redis(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), 0.2):
+                return process, f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError("redis-server did not start")
+
+
+async def run(requests: int, instances: int) -> dict[str, object]:
+    pbx = FakeAsterisk(
+        users=[AmiUser.from_manager_conf(asterisk_file("manager_icm.conf"), "icm", secret=SECRET)]
+    )
+    await pbx.start()
+    sent: dict[str, float] = {}
+    latencies: dict[str, float] = {}
+    answers: Counter[str] = Counter()
+
+    def on_action(user: str, headers: dict[str, str]) -> None:
+        if headers.get("action", "").lower() == "setvar" and headers.get("channel"):
+            token = headers.get("value", "").split("|", 1)[0]
+            answers[token] += 1
+            if token in sent and token not in latencies:
+                latencies[token] = (time.perf_counter() - sent[token]) * 1000
+
+    pbx.ami.on_action = on_action
+    with tempfile.TemporaryDirectory(prefix="icm-scale-") as tmp_name:
+        tmp = Path(tmp_name)
+        redis, url = start_redis(tmp)
+        store = RedisStore(url)
+        await store.open()
+        numbers = [f"+7916{i:07d}" for i in range(2 * requests)]
+        for i, number in enumerate(numbers):
+            await store.learn(number, str(100 + i % 100), time.time())
+        await store.close()
+        daemons, ports = [], []
+        for i in range(instances):
+            ports.append(free_port())
+            home = tmp / f"i{i}"
+            home.mkdir()
+            config = write_config(home, pbx.port, http_port=ports[-1], store=url)
+            daemons.append(start_daemon(config, tmp / f"i{i}.log"))
+        try:
+            await pbx.ami.wait_login(instances, timeout=30)
+            await asyncio.sleep(1.0)
+
+            async def wave(offset: int, spread_s: float) -> list[float]:
+                tokens = []
+                loop = asyncio.get_running_loop()
+                start = loop.time()
+                for i in range(requests):
+                    channel = pbx._channel("SIP/trunk", numbers[offset + i])
+                    token = f"{offset + i + 1:012d}"
+                    tokens.append(token)
+                    data = frame(
+                        [
+                            ("Event", "UserEvent"),
+                            ("Privilege", "user,all"),
+                            *channel.snapshot(),
+                            ("UserEvent", "ICMRoute"),
+                            ("ICMToken", token),
+                            ("ICMNumber", ""),
+                        ]
+                    )
+                    sent[token] = time.perf_counter()
+                    pbx.ami.send_raw(data)
+                    if spread_s:
+                        await asyncio.sleep(
+                            max(0.0, start + spread_s * (i + 1) / requests - loop.time())
+                        )
+                deadline = loop.time() + 10
+                while (
+                    len([t for t in tokens if t in latencies]) < requests and loop.time() < deadline
+                ):
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(0.5)  # any second answer would arrive by now
+                return [latencies[t] for t in tokens if t in latencies]
+
+            burst = await wave(0, 0.0)
+            paced = await wave(requests, 1.0)
+            won = []
+            for port in ports:
+                metrics = await scrape(port)
+                won.append(
+                    int(
+                        sum(
+                            v
+                            for k, v in metrics.items()
+                            if k.startswith("icm_claims_total")
+                            and 'kind="route"' in k
+                            and 'result="won"' in k
+                        )
+                    )
+                )
+            memory = [round(rss_mb(d.pid), 1) for d in daemons]
+        finally:
+            for daemon in daemons:
+                daemon.terminate()
+            for daemon in daemons:
+                daemon.wait(10)
+            redis.kill()
+            redis.wait(5)
+            await pbx.stop()
+    per_call = set(answers[f"{i + 1:012d}"] for i in range(2 * requests))
+    paced_summary, burst_summary = summary(paced), summary(burst)
+    return {
+        **paced_summary,
+        "burst_p50_ms": burst_summary["p50_ms"],
+        "burst_p99_ms": burst_summary["p99_ms"],
+        "requests": 2 * requests,
+        "answered": len(latencies),
+        "answers_per_call": sorted(per_call),
+        "claims_won_per_instance": won,
+        "instances": instances,
+        "rss_mb": max(memory),
+        "rss_mb_per_instance": memory,
+    }
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--instances", type=int, default=2)
+    args = parser.parse_args()
+    if shutil.which("redis-server") is None:
+        report({"error": "redis-server is not installed (apt install redis-server)"})
+        sys.exit(1)
+    report(asyncio.run(run(args.requests, args.instances)))
