@@ -94,7 +94,7 @@ class RoutingSettings(_Section):
     ring_mobiles: bool = False
     default_number: str = ""
     lookup_budget_ms: int = Field(default=1500, ge=100, le=10_000)
-    dial_timeout_s: int = Field(default=20, ge=3, le=600)
+    dial_timeout_s: int = Field(default=20, ge=1, le=600)
     extensions: list[ExtensionOrRange] = []
 
     @field_validator("sources")

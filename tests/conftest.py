@@ -39,9 +39,10 @@ def free_port() -> int:
 class RedisServer:
     """A redis-server of the tests' own, on a free port, that tests may stop and restart."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, *args: str) -> None:
         self.port = free_port()
         self.tmp = tmp
+        self.args = args
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -62,6 +63,7 @@ class RedisServer:
                 "no",
                 "--dir",
                 str(self.tmp),
+                *self.args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -73,7 +75,7 @@ class RedisServer:
                 socket.create_connection(("127.0.0.1", self.port), 0.2) as s,
             ):
                 s.sendall(b"PING\r\n")
-                if s.recv(16).startswith(b"+PONG"):
+                if s.recv(64).startswith((b"+PONG", b"-NOAUTH")):
                     return
             time.sleep(0.02)
         raise RuntimeError("redis-server did not start")

@@ -7,12 +7,15 @@ import time
 import aiohttp
 import pytest
 
-from icm.testing.pbx import FakeAsterisk, asterisk_file
+from icm.testing.pbx import FakeAsterisk, Phone, asterisk_file
 
 from .conftest import free_port, until
 from .test_calls_e2e import SlowSource, use_sources
 
 SCENARIOS = """
+[from-trunk-ami]
+exten => _X.,1,Gosub(icm,6100,1)
+ same => n,Queue(reception)
 [from-trunk-agi]
 exten => _X.,1,Gosub(icm-agi,6100,1)
  same => n,Queue(reception)
@@ -27,16 +30,24 @@ CLIENT = "+79161234567"
 async def pbx():
     fake = FakeAsterisk(dialplan=[asterisk_file("extensions_icm.conf"), SCENARIOS], auth_delay=0.05)
     await fake.start()
-    fake.register("101", "102")
+    fake.register("101", "102", "103")
+    fake.register("104", phone=Phone(answer_after=None))
     yield fake
     await fake.stop()
 
 
+ENTRIES = ["ami", "agi", "curl"]
+
+
 @pytest.fixture
 async def icm(pbx, make_config, start_daemon):
-    daemon = await start_daemon(
-        make_config(pbx.port, agi={"enabled": True, "listen": "127.0.0.1:0"})
+    config = make_config(
+        pbx.port,
+        agi={"enabled": True, "listen": "127.0.0.1:0"},
+        routing={"exceptions": ["102"], "dial_timeout_s": 1},
+        sources={"icmdb": {"min_talk_s": 60}},  # these calls teach nothing
     )
+    daemon = await start_daemon(config)
     await daemon.store.learn(CLIENT, "101", time.time())
     return daemon
 
@@ -47,14 +58,14 @@ async def call(pbx, entry, number="8 916 123-45-67", **kwargs):
     return placed
 
 
-@pytest.mark.parametrize("entry", ["agi", "curl"])
+@pytest.mark.parametrize("entry", ENTRIES)
 async def test_known_caller_reaches_his_manager(pbx, icm, entry):
     placed = await call(pbx, entry)
     assert placed.status == "ANSWERED" and placed.dials == [("SIP/101", "ANSWER")]
     assert placed.variables["ICM_SOURCE"] == "icmdb"
 
 
-@pytest.mark.parametrize("entry", ["agi", "curl"])
+@pytest.mark.parametrize("entry", ENTRIES)
 async def test_unknown_and_anonymous_callers_go_back(pbx, icm, entry):
     placed = await call(pbx, entry, "+7 903 555-00-00")
     assert placed.status == "NOTFOUND" and placed.reached == [("Queue", ["reception"])]
@@ -62,12 +73,48 @@ async def test_unknown_and_anonymous_callers_go_back(pbx, icm, entry):
     assert placed.status == "ANONYMOUS" and placed.dials == []
 
 
-@pytest.mark.parametrize("entry", ["agi", "curl"])
+@pytest.mark.parametrize("entry", ENTRIES)
 async def test_busy_manager(pbx, icm, entry):
     pbx.set_device("SIP/101", "INUSE")
     await until(lambda: icm.presence.state("101").value == "busy")
     placed = await call(pbx, entry)
     assert (placed.status, placed.variables["ICM_MANAGER"]) == ("BUSY", "101")
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+async def test_offline_no_answer_exception_mobile_local(pbx, icm, entry):
+    pbx.set_device("SIP/101", "UNAVAILABLE")
+    await until(lambda: icm.presence.state("101").value == "offline")
+    assert (await call(pbx, entry)).status == "OFFLINE"
+    await icm.store.learn(CLIENT, "104", time.time() + 1)  # 104 never answers
+    placed = await call(pbx, entry)
+    assert (placed.status, placed.variables["ICM_DIALSTATUS"]) == ("NOANSWER", "NOANSWER")
+    await icm.store.learn(CLIENT, "102", time.time() + 2)  # 102 is an exception
+    assert (await call(pbx, entry)).status == "NOTFOUND"
+    assert (await call(pbx, entry, "+7 916 000-00-03")).status == "EXCEPTION"  # Vera's mobile
+    await icm.store.learn("+74951234567", "103", time.time())
+    assert (await call(pbx, entry, "1234567")).dials == [("SIP/103", "ANSWER")]
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+async def test_default_number_and_caller_hanging_up_while_ringing(
+    pbx, make_config, start_daemon, entry
+):
+    daemon = await start_daemon(
+        make_config(
+            pbx.port,
+            agi={"enabled": True, "listen": "127.0.0.1:0"},
+            routing={"default_number": "104", "dial_timeout_s": 1},
+            sources={"icmdb": {"min_talk_s": 60}},
+        )
+    )
+    placed = await call(pbx, entry, "+7 903 555-00-00")
+    assert placed.dials == [("SIP/104", "NOANSWER")]
+    assert (placed.status, placed.reached) == ("NOTFOUND", [("Queue", ["reception"])])
+    placed = await call(pbx, entry, "+7 903 555-00-01", hangup_after=0.3)
+    assert placed.dials == [("SIP/104", "CANCEL")] and placed.reached == []
+    assert placed.result()["ICMStatus"] == "ABANDONED"
+    assert daemon.ami.logged_in
 
 
 async def test_the_daemon_publishes_where_its_entries_listen(pbx, icm):
@@ -133,11 +180,11 @@ async def test_http_route_answers(icm):
     async with aiohttp.ClientSession() as session:
         async with session.get(base, params={"number": "8 916 123-45-67"}) as response:
             assert response.status == 200
-            assert await response.text() == "DIAL|SIP/101|101|icmdb|3"
+            assert await response.text() == "DIAL|SIP/101|101|icmdb|1"
         async with session.get(base, params={"number": "+79035550000"}) as response:
             assert (response.status, await response.text()) == (200, "")
         async with session.get(base, params={"number": "anonymous"}) as response:
-            assert await response.text() == "ANONYMOUS||||3"
+            assert await response.text() == "ANONYMOUS||||1"
         async with session.get(base) as response:
             assert response.status == 400 and await response.text() == ""
             assert "number" in response.headers["X-ICM-Error"]

@@ -112,9 +112,9 @@ class RedisStore:
         if not path:
             raise StoreError(f"{self.where}: a Sentinel URL needs the master's name")
         db = int(path[1]) if len(path) > 1 else 0
-        sentinel = Sentinel(
-            hosts, socket_timeout=self._timeout, sentinel_kwargs={"password": None}, **options
-        )
+        # The Sentinels' own connections: no password of the master's, the same timeouts.
+        timeouts = {"socket_timeout": self._timeout, "socket_connect_timeout": self._timeout}
+        sentinel = Sentinel(hosts, sentinel_kwargs=timeouts, **options)
         return sentinel.master_for(path[0], db=db)
 
     async def close(self) -> None:
