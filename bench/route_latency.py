@@ -152,21 +152,10 @@ async def main(seconds: float, rate: float, background: float) -> dict[str, obje
                 due_requests = int(elapsed * rate) - requests
                 for _ in range(due_requests):
                     requests += 1
-                    channel = pbx._channel("SIP/trunk", "89161234567")
                     token = f"{requests:012d}"
-                    data = frame(
-                        [
-                            ("Event", "UserEvent"),
-                            ("Privilege", "user,all"),
-                            *channel.snapshot(),
-                            ("UserEvent", "ICMRoute"),
-                            ("ICMToken", token),
-                            ("ICMNumber", ""),
-                        ]
-                    )
+                    data = pbx.route_request("89161234567", token)
                     sent[token] = time.perf_counter()
                     server.send_raw(data)
-                    loop.call_later(3, pbx.channels.pop, channel.name, None)
                 next_tick += tick
                 await asyncio.sleep(max(0.0, next_tick - loop.time()))
             duration = loop.time() - start

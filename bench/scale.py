@@ -20,9 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,37 +40,9 @@ from _harness import (
 )
 
 from icm.store.redis import RedisStore
-from icm.testing.ami_server import AmiUser, frame
+from icm.testing.ami_server import AmiUser
 from icm.testing.pbx import FakeAsterisk, asterisk_file
-
-
-def start_redis(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), 0.2):
-                return process, f"redis://127.0.0.1:{port}/0"
-        except OSError:
-            time.sleep(0.02)
-    raise RuntimeError("redis-server did not start")
+from icm.testing.redis import RedisServer, available
 
 
 async def run(requests: int, instances: int) -> dict[str, object]:
@@ -95,7 +64,9 @@ async def run(requests: int, instances: int) -> dict[str, object]:
     pbx.ami.on_action = on_action
     with tempfile.TemporaryDirectory(prefix="icm-scale-") as tmp_name:
         tmp = Path(tmp_name)
-        redis, url = start_redis(tmp)
+        redis = RedisServer(tmp)
+        redis.start()
+        url = redis.url
         store = RedisStore(url)
         await store.open()
         numbers = [f"+7916{i:07d}" for i in range(2 * requests)]
@@ -118,19 +89,9 @@ async def run(requests: int, instances: int) -> dict[str, object]:
                 loop = asyncio.get_running_loop()
                 start = loop.time()
                 for i in range(requests):
-                    channel = pbx._channel("SIP/trunk", numbers[offset + i])
                     token = f"{offset + i + 1:012d}"
                     tokens.append(token)
-                    data = frame(
-                        [
-                            ("Event", "UserEvent"),
-                            ("Privilege", "user,all"),
-                            *channel.snapshot(),
-                            ("UserEvent", "ICMRoute"),
-                            ("ICMToken", token),
-                            ("ICMNumber", ""),
-                        ]
-                    )
+                    data = pbx.route_request(numbers[offset + i], token)
                     sent[token] = time.perf_counter()
                     pbx.ami.send_raw(data)
                     if spread_s:
@@ -167,8 +128,7 @@ async def run(requests: int, instances: int) -> dict[str, object]:
                 daemon.terminate()
             for daemon in daemons:
                 daemon.wait(10)
-            redis.kill()
-            redis.wait(5)
+            redis.stop()
             await pbx.stop()
     per_call = set(answers[f"{i + 1:012d}"] for i in range(2 * requests))
     paced_summary, burst_summary = summary(paced), summary(burst)
@@ -191,7 +151,7 @@ if __name__ == "__main__":
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--instances", type=int, default=2)
     args = parser.parse_args()
-    if shutil.which("redis-server") is None:
+    if not available():
         report({"error": "redis-server is not installed (apt install redis-server)"})
         sys.exit(1)
     report(asyncio.run(run(args.requests, args.instances)))

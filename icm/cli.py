@@ -146,39 +146,24 @@ def _reload(args: argparse.Namespace) -> int:
 
 
 def _lookup(args: argparse.Namespace) -> int:
-    from icm.daemon import build_sources
-    from icm.dialing import DialStrings
-    from icm.managers import Managers
+    from icm.daemon import Routing
+    from icm.metrics import Metrics
     from icm.model import Presence, RouteRequest
-    from icm.router import Router
-    from icm.sources import SourceContext
 
     config = _config(args, ami_secret=False)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     async def lookup(store: Store) -> int:
-        numbers = config.numbers()
-        managers = Managers.from_config(config, numbers)
-        sources = build_sources(config, SourceContext(store, numbers, managers))
-        router = Router(
-            routing=config.routing,
-            sources=sources,
-            numbers=numbers,
-            managers=managers,
-            dial=DialStrings(config.dial, numbers),
-            presence=lambda ext: Presence.UNKNOWN,
-        )
-        for source, _ in sources:
-            await source.start()
+        # The daemon's own routing, with presence unknown (no AMI here).
+        routing = Routing.build(config, store, Metrics(), lambda ext: Presence.UNKNOWN)
+        await routing.start()
         try:
-            loop = asyncio.get_running_loop()
-            budget = config.routing.lookup_budget_ms / 1000
-            decision = await router.route(
-                RouteRequest(token="0", number=args.number, deadline=loop.time() + budget)
+            deadline = asyncio.get_running_loop().time() + routing.budget_s
+            decision = await routing.router.route(
+                RouteRequest(token="0", number=args.number, deadline=deadline)
             )
         finally:
-            for source, _ in sources:
-                await source.close()
+            await routing.close()
         if args.json:
             print(json.dumps(decision.as_dict(), ensure_ascii=False, indent=2))
             return 0

@@ -9,7 +9,9 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from .conftest import TEST_SECRET, free_port
+from icm.testing.redis import free_port
+
+from .conftest import TEST_SECRET
 
 
 class DaemonProcess:

@@ -8,8 +8,9 @@ import aiohttp
 import pytest
 
 from icm.testing.pbx import FakeAsterisk, Phone, asterisk_file
+from icm.testing.redis import free_port
 
-from .conftest import free_port, until
+from .conftest import until
 from .test_calls_e2e import SlowSource, use_sources
 
 SCENARIOS = """

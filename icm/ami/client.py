@@ -309,12 +309,12 @@ class AmiClient:
         exc = state.outcome.exception() if state.outcome else None
         delay = state.next_action.sleep if state.next_action else 0.0
         level = logging.ERROR if isinstance(exc, AmiLoginError) else logging.WARNING
+        if isinstance(exc, OSError):
+            reason = f"cannot connect to {self.where}: {exc.strerror or type(exc).__name__}"
+        else:
+            reason = str(exc) or f"no answer from {self.where}"
         log.log(
-            level,
-            "AMI: %s; retrying in %.1f s (attempt %d)",
-            exc or "connection failed",
-            delay,
-            state.attempt_number,
+            level, "AMI: %s; retrying in %.1f s (attempt %d)", reason, delay, state.attempt_number
         )
 
     async def _serve(self, link: _Link) -> None:

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from icm.testing.ami_server import AmiServer, AmiUser
+from icm.testing.ami_server import AmiServer, AmiUser, frame
 from icm.testing.dialplan import Dialplan, DialplanError, Interpreter
 
 BUSY_STATES = frozenset({"INUSE", "BUSY", "ONHOLD", "RINGING", "RINGINUSE"})
@@ -378,6 +378,22 @@ class FakeAsterisk:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+    def route_request(self, number: str, token: str) -> bytes:
+        """The ICMRoute UserEvent a channel waiting in the shipped dialplan raises, as
+        wire bytes (for benchmarks that drive the daemon without running the dialplan).
+        The channel exists, so the answer's Setvar succeeds."""
+        channel = self._channel("SIP/trunk", number)
+        return frame(
+            [
+                ("Event", "UserEvent"),
+                ("Privilege", "user,all"),
+                *channel.snapshot(),
+                ("UserEvent", "ICMRoute"),
+                ("ICMToken", token),
+                ("ICMNumber", ""),
+            ]
+        )
 
     async def dial(self, caller: SimChannel, dialstring: str, timeout: float | None) -> str:
         """Dial() as Asterisk does it for SIP phones and a trunk."""
