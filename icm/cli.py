@@ -18,6 +18,7 @@ from icm.config import Config, ConfigError, load
 from icm.store import Store, StoreError, open_store
 
 DEFAULT_CONFIG = "icm.toml"
+MAP_WAIT_S = 3.0  # how long `icm lookup` waits for the CRMs' user maps
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -88,8 +89,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _config(args: argparse.Namespace, *, ami_secret: bool = True) -> Config:
-    return load(args.config, os.environ, ami_secret=ami_secret)
+def _config(
+    args: argparse.Namespace, *, ami_secret: bool = True, source_secrets: bool = True
+) -> Config:
+    return load(args.config, os.environ, ami_secret=ami_secret, source_secrets=source_secrets)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -118,12 +121,11 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _lookup(args: argparse.Namespace) -> int:
-    from icm.daemon import build_sources
+    from icm.daemon import build_sources, source_context
     from icm.dialing import DialStrings
     from icm.managers import Managers
     from icm.model import Presence, RouteRequest
     from icm.router import Router
-    from icm.sources import SourceContext
 
     config = _config(args, ami_secret=False)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -131,7 +133,7 @@ def _lookup(args: argparse.Namespace) -> int:
     async def lookup(store: Store) -> int:
         numbers = config.numbers()
         managers = Managers.from_config(config, numbers)
-        sources = build_sources(config, SourceContext(store, numbers, managers))
+        sources = build_sources(config, source_context(config, store, numbers, managers, None))
         router = Router(
             routing=config.routing,
             sources=sources,
@@ -142,6 +144,14 @@ def _lookup(args: argparse.Namespace) -> int:
         )
         for source, _ in sources:
             await source.start()
+        # Offline there is time to let the CRMs' user maps load (the daemon never waits).
+        await asyncio.gather(
+            *(
+                source.wait_ready(MAP_WAIT_S)  # type: ignore[attr-defined]
+                for source, _ in sources
+                if hasattr(source, "wait_ready")
+            )
+        )
         try:
             loop = asyncio.get_running_loop()
             budget = config.routing.lookup_budget_ms / 1000
@@ -176,7 +186,7 @@ def _lookup(args: argparse.Namespace) -> int:
 def _bind(args: argparse.Namespace) -> int:
     from icm.managers import Managers
 
-    config = _config(args, ami_secret=False)
+    config = _config(args, ami_secret=False, source_secrets=False)
     numbers = config.numbers()
     managers = Managers.from_config(config, numbers)
     number = _number(config, args.number)
@@ -205,7 +215,7 @@ def _bind(args: argparse.Namespace) -> int:
 
 
 def _unbind(args: argparse.Namespace) -> int:
-    config = _config(args, ami_secret=False)
+    config = _config(args, ami_secret=False, source_secrets=False)
     number = _number(config, args.number)
     if number is None:
         return 2
@@ -221,7 +231,7 @@ def _unbind(args: argparse.Namespace) -> int:
 
 
 def _bindings(args: argparse.Namespace) -> int:
-    config = _config(args, ami_secret=False)
+    config = _config(args, ami_secret=False, source_secrets=False)
 
     async def show(store: Store) -> int:
         rows = await store.bindings(pinned=not args.learned, limit=args.limit)
@@ -245,14 +255,20 @@ def _bindings(args: argparse.Namespace) -> int:
 
 
 def _forget(args: argparse.Namespace) -> int:
-    config = _config(args, ami_secret=False)
+    from icm.sources import installed_sources
+    from icm.sourcing import cache_key, is_remote
+
+    config = _config(args, ami_secret=False, source_secrets=False)
     number = _number(config, args.number)
     if number is None:
         return 2
+    remote = sorted(name for name, kind in installed_sources().items() if is_remote(kind))
 
     async def forget(store: Store) -> int:
         found = await store.forget(number)
-        print(f"{number}: {'forgotten' if found else 'nothing learned'}")
+        dropped = [name for name in remote if await store.delete(cache_key(name, number))]
+        cached = f"; cached answers dropped: {', '.join(dropped)}" if dropped else ""
+        print(f"{number}: {'forgotten' if found else 'nothing learned'}{cached}")
         return 0
 
     return _with_store(config, forget)

@@ -7,7 +7,9 @@ From an AMI event to the action sent::
       -> Daemon._on_event                 dispatch by event name
          UserEvent ICMRoute -> AmiEntry   (icm/entries/ami.py) builds a RouteRequest
             -> Router.route               (icm/router.py) asks the sources in order:
-               IcmDbSource.lookup         (connectors/icmdb.py) and any other source
+               IcmDbSource.lookup         (connectors/icmdb.py) and any other source;
+               CRM sources (connectors/amocrm.py, bitrix24.py, megaplan.py) behind
+               GuardedSource              (icm/sourcing.py): cache, single-flight, breaker
             -> AmiEntry._deliver          Setvar ICM_REPLY on the waiting channel
          DeviceStateChange, ExtensionStatus -> PresenceTracker (icm/presence.py)
          DialBegin, Bridge*, Hangup -> CallTracker (icm/calls.py) -> Learner -> store
@@ -34,10 +36,12 @@ from icm.http import HttpServer
 from icm.logs import Throttled
 from icm.managers import Managers
 from icm.metrics import Metrics
+from icm.numbers import Numbers
 from icm.presence import PresenceTracker
 from icm.router import Router
 from icm.sources import Source, SourceContext, SourceSettings, installed_sources
-from icm.store import Store, StoreError, open_store
+from icm.sourcing import guard
+from icm.store import REDIS_SCHEMES, Store, StoreError, open_store
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +59,22 @@ def _ignore(uniqueid: str, conversations: list[Conversation]) -> None:
 
 
 def build_sources(config: Config, context: SourceContext) -> list[tuple[Source, SourceSettings]]:
-    """The active sources, in order, each with its settings."""
+    """The active sources, in order, each with its settings; remote ones (CRMs) behind a
+    cache, single-flight and circuit breaker (:func:`icm.sourcing.guard`)."""
     known = installed_sources()
     chain = []
     for name in config.routing.sources:
         settings = config.source_settings(name)
-        chain.append((known[name](settings, context), settings))
+        chain.append((guard(known[name](settings, context), settings, context), settings))
     return chain
+
+
+def source_context(
+    config: Config, store: Store, numbers: Numbers, managers: Managers, metrics: Metrics | None
+) -> SourceContext:
+    """What the sources get: the store (shared by instances when it is Redis) and the rest."""
+    shared = config.store.url.startswith(REDIS_SCHEMES)
+    return SourceContext(store, numbers, managers, shared=shared, metrics=metrics)
 
 
 class Daemon:
@@ -77,7 +90,7 @@ class Daemon:
         self.dial = DialStrings(config.dial, numbers)
         self.store = store or open_store(config.store.url)
         self.presence = PresenceTracker(self.dial.device)
-        self.context = SourceContext(self.store, numbers, self.managers)
+        self.context = source_context(config, self.store, numbers, self.managers, self.metrics)
         self.sources = build_sources(config, self.context)
         self.router = Router(
             routing=config.routing,

@@ -93,7 +93,10 @@ def test_the_example_is_valid_and_documents_every_key():
             "[sources.icmdb]\ntoken = 'abc'\n",
             "sources.icmdb.token: secrets are not read from the config file",
         ),
-        ("[sources.nope]\n", "sources.nope: unknown source (expected one of: icmdb"),
+        (
+            "[sources.nope]\n",
+            "sources.nope: unknown source (expected one of: amocrm, bitrix24, icmdb, megaplan)",
+        ),
         (
             "[sources.icmdb]\nmin_talk = 3\n",
             "sources.icmdb.min_talk: unknown key (did you mean 'min_talk_s'?)",
@@ -146,8 +149,8 @@ def test_check_config_exits_2_without_traceback(tmp_path):
     )
     assert result.returncode == 2
     assert (
-        result.stderr.strip()
-        == f"{bad}: routing.sources[0]: unknown source 'nope' (expected one of: icmdb)"
+        result.stderr.strip() == f"{bad}: routing.sources[0]: unknown source 'nope' "
+        "(expected one of: amocrm, bitrix24, icmdb, megaplan)"
     )
     assert "Traceback" not in result.stderr and result.stdout == ""
 

@@ -136,6 +136,19 @@ class SqliteStore:
         await self._write(f"DELETE FROM kv WHERE key IN ({marks})", keys)  # expired ones
         return live
 
+    async def incr(self, key: str, ttl_s: float) -> int:
+        now = time.time()
+        rows = await self._fetch(
+            "INSERT INTO kv VALUES (?, '1', ?) ON CONFLICT(key) DO UPDATE SET"
+            " value = CASE WHEN kv.expires IS NOT NULL AND kv.expires <= ?"
+            " THEN '1' ELSE CAST(CAST(kv.value AS INTEGER) + 1 AS TEXT) END,"
+            " expires = CASE WHEN kv.expires IS NOT NULL AND kv.expires <= ?"
+            " THEN excluded.expires ELSE kv.expires END"
+            " RETURNING value",
+            (key, now + ttl_s, now, now),
+        )
+        return int(rows[0][0])
+
     async def _fetch(self, sql: str, args: Iterable[Any]) -> list[Any]:
         db = self._connection()
         try:
