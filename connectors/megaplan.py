@@ -61,8 +61,9 @@ class MegaplanSettings(HttpSourceSettings):
     search_limit: int = Field(default=20, ge=1, le=100)
     max_cards: int = Field(default=3, ge=1, le=10)
     timeout_ms: int = Field(default=1500, ge=10, le=60_000)
-    rate_per_s: float = Field(default=3.0, gt=0, le=50)
-    burst: int = Field(default=3, ge=1, le=50)
+    # Megaplan publishes no limit; one client library keeps to 5 requests/s.
+    rate_per_s: float = Field(default=5.0, gt=0, le=50)
+    burst: int = Field(default=5, ge=1, le=50)
     password: SecretStr = Field(default=SecretStr(""), exclude=True)
 
     @field_validator("base_url")

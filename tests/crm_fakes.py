@@ -86,7 +86,7 @@ class FakeServer:
         record = Recorded(
             request.method,
             request.path,
-            request.query_string,
+            request.rel_url.raw_query_string,
             dict(request.headers),
             await request.read(),
             time.perf_counter(),
@@ -750,7 +750,7 @@ class FakeMegaplan(FakeServer):
 
     def _query(self, request: web.Request) -> dict[str, Any]:
         # The server decodes the whole query string as form data: "+" becomes a space.
-        raw = unquote_plus(request.query_string)
+        raw = unquote_plus(request.rel_url.raw_query_string)
         params = json.loads(raw) if raw else {}
         self.queries.append(params)
         return params

@@ -43,7 +43,10 @@ def oauth(amo, **extra):
 
 
 def oauth_env(refresh):
-    return {"ICM_AMOCRM_CLIENT_SECRET": FakeAmoCrm.CLIENT_SECRET, "ICM_AMOCRM_REFRESH_TOKEN": refresh}
+    return {
+        "ICM_AMOCRM_CLIENT_SECRET": FakeAmoCrm.CLIENT_SECRET,
+        "ICM_AMOCRM_REFRESH_TOKEN": refresh,
+    }
 
 
 async def test_contact_responsible_reaches_his_extension(tmp_path, amo, sqlite_store):
@@ -101,7 +104,9 @@ async def test_nothing_found_is_204_and_companies_are_asked_next(tmp_path, amo, 
 async def test_which_entity_wins_is_configurable(tmp_path, amo, sqlite_store, entities, manager):
     amo.add_contact(101, ["+79161234567"], 5550001, leads=[303, 304])
     amo.add_company(202, ["+79161234567"], 5550002)
-    amo.leads.append({"id": 303, "responsible_user_id": 5550003, "updated_at": 5, "closed_at": None})
+    amo.leads.append(
+        {"id": 303, "responsible_user_id": 5550003, "updated_at": 5, "closed_at": None}
+    )
     amo.leads.append({"id": 304, "responsible_user_id": 5550002, "updated_at": 9, "closed_at": 1})
     section = {"entities": entities}
     async with running(config(tmp_path, amo, section), sqlite_store) as router:
@@ -193,9 +198,7 @@ async def test_oauth_refresh_racing_with_traffic_is_done_once(tmp_path, amo, sql
 
 async def test_429_pauses_requests_and_403_is_never_provoked(tmp_path, amo, sqlite_store):
     amo.add_contact(101, ["+79161234567"], 5550001)
-    amo.fault(
-        "status", status=429, headers={"Retry-After": "2"}, body={}, path="/api/v4/contacts"
-    )
+    amo.fault("status", status=429, headers={"Retry-After": "2"}, body={}, path="/api/v4/contacts")
     async with running(config(tmp_path, amo), sqlite_store, ready=False) as router:
         decision = await route(router)
         assert steps(decision) == [("amocrm", "error")] and "429" in decision.steps[0].detail
