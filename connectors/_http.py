@@ -3,10 +3,11 @@ bounded bodies, rate limits, and every transport failure turned into a
 :class:`~icm.sources.SourceError` that names the source, the host and the reason only
 (never a URL: a Bitrix24 webhook URL holds its secret code).
 
-Retries: a ringing call cannot afford them, with one exception handled here with
-tenacity: an idempotent request that finds its pooled keep-alive connection already
-closed by the server (nothing was received) is sent once more at once. Everything else
-fails for this call; the next source is asked.
+Retries: a ringing call cannot afford them, with one exception: a request that finds its
+connection closed before any answer (a keep-alive connection the server dropped) is sent
+once more at once. aiohttp does so itself for idempotent methods (GET: RFC 9112 section
+9.3.1); tenacity does it here for the POST requests a caller declares idempotent
+(Bitrix24's reads). Everything else fails for this call; the next source is asked.
 """
 
 from __future__ import annotations
@@ -32,7 +33,10 @@ from icm.sourcing import RemoteSourceSettings
 
 log = logging.getLogger(__name__)
 
-USER_AGENT = f"icm/{__version__} (+https://github.com/icm-asterisk)"
+USER_AGENT = f"icm/{__version__}"
+# The methods aiohttp (3.9+, aio-libs/aiohttp#7363) sends again itself when the connection
+# drops before an answer.
+_RETRIED_BY_AIOHTTP = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _CHUNK = 64 * 1024
 
 
@@ -167,7 +171,7 @@ class HttpClient:
         """Send one request and read the whole (bounded) response, whatever its status.
 
         :param query: a complete, already encoded query string (Megaplan's JSON one).
-        :param idempotent: may be sent twice (default: GET only).
+        :param idempotent: a POST that only reads, so it may be sent twice.
         :param scope: the rate limiter's scope (a Bitrix24 method paused on its own).
         :param limited: False for requests outside the account's limit (token refresh).
         :param timeout_s: instead of the client's own timeout.
@@ -179,7 +183,8 @@ class HttpClient:
             url = url.update_query(params)
         if self.limiter is not None and limited:
             await self.limiter.acquire(scope)
-        repeatable = method == "GET" if idempotent is None else idempotent
+        # aiohttp already sends an idempotent method (GET) twice on a dropped connection.
+        repeatable = bool(idempotent) and method not in _RETRIED_BY_AIOHTTP
         attempts = AsyncRetrying(
             retry=retry_if_exception_type(_StaleConnection),
             stop=stop_after_attempt(2 if repeatable else 1),
