@@ -152,8 +152,7 @@ async def test_user_map_pages_are_batched(tmp_path, b24, sqlite_store):
         b24.add_user(str(100 + i), f"User {i}", inner=str(200 + i))
     b24.add_entity("contact", 1, ["+79161234567"], "219")
     cfg = config(tmp_path, b24, routing={"extensions": ["200-299"]})
-    router, sources = make_router(cfg, sqlite_store)
-    [(source, _)] = sources
+    _, [(source, _)] = make_router(cfg, sqlite_store)
     await source.start()
     try:
         await source.wait_ready(3)
@@ -183,7 +182,7 @@ async def test_oauth_application_refreshes_on_expired_token(tmp_path, b24, sqlit
         await sqlite_store.delete(f"cache:bitrix24:{CLIENT}")
         assert (await route(router)).manager == "101"
     assert b24.refreshes == 2
-    assert all("/rest/batch.json" == r.path for r in b24.calls("batch"))
+    assert all(r.path == "/rest/batch.json" for r in b24.calls("batch"))
 
 
 async def test_presence_still_decides(tmp_path, b24, sqlite_store):
