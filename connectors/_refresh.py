@@ -44,6 +44,7 @@ class Refresher:
         self.attempts = attempts
         self.first_wait_s = first_wait_s
         self.ready = asyncio.Event()  # set after the first successful refresh
+        self.tried = asyncio.Event()  # set after the first attempt, whatever its result
         self.failing = False
         self.refreshes = 0
         self._task: asyncio.Task[None] | None = None
@@ -68,7 +69,10 @@ class Refresher:
                 reraise=True,
             ):
                 with attempt:
-                    await self.fetch()
+                    try:
+                        await self.fetch()
+                    finally:
+                        self.tried.set()
         except SourceError as exc:
             self._count("error")
             if not self.failing:

@@ -47,13 +47,14 @@ class UserMap:
         self.refresher.start()
 
     async def wait(self, timeout_s: float) -> bool:
-        """Wait (at most ``timeout_s``) for the first refresh; True if it came."""
+        """Wait (at most ``timeout_s``) for the first attempt to load the map; True if the
+        map is loaded."""
         try:
             async with asyncio.timeout(timeout_s):
-                await self.refresher.ready.wait()
+                await self.refresher.tried.wait()
         except TimeoutError:
-            return False
-        return True
+            pass
+        return self.refresher.ready.is_set()
 
     async def close(self) -> None:
         await self.refresher.close()
