@@ -183,19 +183,19 @@ class HttpClient:
             url = url.update_query(params)
         if self.limiter is not None and limited:
             await self.limiter.acquire(scope)
+        timeout_s = timeout_s or self.timeout_s
         # aiohttp already sends an idempotent method (GET) twice on a dropped connection.
-        repeatable = bool(idempotent) and method not in _RETRIED_BY_AIOHTTP
+        if not idempotent or method in _RETRIED_BY_AIOHTTP:
+            return await self._send(method, url, json_body, form, headers, timeout_s)
         attempts = AsyncRetrying(
             retry=retry_if_exception_type(_StaleConnection),
-            stop=stop_after_attempt(2 if repeatable else 1),
+            stop=stop_after_attempt(2),
             wait=wait_none(),
             reraise=True,
         )
         async for attempt in attempts:
             with attempt:
-                return await self._send(
-                    method, url, json_body, form, headers, timeout_s or self.timeout_s
-                )
+                return await self._send(method, url, json_body, form, headers, timeout_s)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _send(

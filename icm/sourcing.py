@@ -148,7 +148,9 @@ class GuardedSource:
         self.shared = context.shared
         self.metrics = context.metrics
         self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s)
-        self._inflight: dict[str, asyncio.Task[Answer | None]] = {}
+        # number -> the answer on its way (callers wait on it), until it is in the cache
+        self._inflight: dict[str, asyncio.Future[Answer | None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self._instance = uuid.uuid4().hex[:12]
         self._store_log = Throttled(log, 30.0)
 
@@ -159,10 +161,9 @@ class GuardedSource:
         await self.inner.start()
 
     async def close(self) -> None:
-        tasks = list(self._inflight.values())
-        for task in tasks:
+        for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.inner.close()
 
     async def wait_ready(self, timeout_s: float) -> None:
@@ -174,23 +175,43 @@ class GuardedSource:
         hit, answer = await self._cached(number)
         if hit:
             return answer
-        task = self._inflight.get(number)
-        if task is None:
+        waiter = self._inflight.get(number)
+        if waiter is None:
             reason = self.breaker.check()
             if reason is not None:
                 raise SourceSkipped(self.name, reason)
-            task = asyncio.create_task(self._fetch(number), name=f"{self.name}-lookup")
-            self._inflight[number] = task
-            task.add_done_callback(lambda done: self._finished(number, done))
-        return await asyncio.shield(task)
+            waiter = asyncio.get_running_loop().create_future()
+            waiter.add_done_callback(_retrieve)
+            self._inflight[number] = waiter
+            task = asyncio.create_task(self._fetch(number, waiter), name=f"{self.name}-lookup")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await asyncio.shield(waiter)
 
-    def _finished(self, number: str, task: asyncio.Task[Answer | None]) -> None:
-        if self._inflight.get(number) is task:
+    async def _fetch(self, number: str, waiter: asyncio.Future[Answer | None]) -> None:
+        """Ask the source, hand the answer to every waiting call, then cache it (the calls
+        do not wait for the store; later calls still find this lookup until then)."""
+        try:
+            answer = await self._ask(number)
+        except asyncio.CancelledError:
+            waiter.cancel()
+            self._forget_flight(number, waiter)
+            raise
+        except Exception as exc:
+            waiter.set_exception(exc)
+            self._forget_flight(number, waiter)
+            return
+        waiter.set_result(answer)
+        try:
+            await self._remember(number, answer)
+        finally:
+            self._forget_flight(number, waiter)
+
+    def _forget_flight(self, number: str, waiter: asyncio.Future[Answer | None]) -> None:
+        if self._inflight.get(number) is waiter:
             del self._inflight[number]
-        if not task.cancelled():
-            task.exception()  # retrieved here: callers may all have stopped waiting
 
-    async def _fetch(self, number: str) -> Answer | None:
+    async def _ask(self, number: str) -> Answer | None:
         timeout_s = self.settings.timeout_ms / 1000
         try:
             async with asyncio.timeout(timeout_s):
@@ -218,12 +239,11 @@ class GuardedSource:
         except Exception:
             self._failed()
             raise
-        if self.breaker.is_open and self.metrics is not None:
-            self.metrics.circuit_open.labels(self.name).set(0)
         if self.breaker.is_open:
             log.info("source %s answers again: circuit closed", self.name)
+            if self.metrics is not None:
+                self.metrics.circuit_open.labels(self.name).set(0)
         self.breaker.success()
-        await self._remember(number, answer)
         return answer
 
     def _failed(self) -> None:
@@ -293,6 +313,12 @@ class GuardedSource:
         with contextlib.suppress(StoreError):
             if await self.store.get(self._claim_key(number)) == self._instance:
                 await self.store.delete(self._claim_key(number))
+
+
+def _retrieve(future: asyncio.Future[Answer | None]) -> None:
+    """Mark a failed lookup's exception as seen: every call may have stopped waiting."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _decode(raw: str | None) -> tuple[bool, Answer | None]:

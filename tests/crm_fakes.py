@@ -4,6 +4,10 @@ Each answers as the real API does, from the vendors' documentation: paths and me
 query encoding, auth headers, envelopes, pagination and errors. Each records every
 request and can be told to misbehave (``fault``): hang, drop the connection, send
 garbage, a truncated or a huge body, or any scripted status.
+
+A fake running in another process (the bench) is steered over HTTP: ``POST /_fake/delay``
+(``{"s": 0.05}``) and ``GET /_fake/requests?since=N`` (each request's path and its
+``perf_counter`` start and end, comparable across processes on one machine).
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ class FakeServer:
         self.delay = 0.0
         self.faults: deque[Fault] = deque()
         self.app = web.Application(middlewares=[self._middleware], client_max_size=10 * 2**20)
+        self.app.router.add_post("/_fake/delay", self._set_delay)
+        self.app.router.add_get("/_fake/requests", self._requests)
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -81,8 +87,24 @@ class FakeServer:
     def calls(self, fragment: str = "") -> list[Recorded]:
         return [r for r in self.requests if fragment in r.path]
 
+    async def _set_delay(self, request: web.Request) -> web.StreamResponse:
+        self.delay = float((await request.json())["s"])
+        return _json({"delay": self.delay})
+
+    async def _requests(self, request: web.Request) -> web.StreamResponse:
+        since = int(request.query.get("since", "0"))
+        done = [r for r in self.requests[since:]]
+        return _json(
+            {
+                "count": len(self.requests),
+                "requests": [[r.path, r.started, r.ended] for r in done],
+            }
+        )
+
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith("/_fake/"):
+            return await handler(request)
         record = Recorded(
             request.method,
             request.path,
