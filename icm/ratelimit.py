@@ -11,7 +11,6 @@ provoking it further.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import time
 
@@ -85,5 +84,4 @@ class RateLimiter:
                 return  # the in-process bucket still holds
             if count <= self._per_window:
                 return
-            with contextlib.suppress(ValueError):
-                await asyncio.sleep((window + 1) * self._window_s - now)
+            await asyncio.sleep((window + 1) * self._window_s - now)

@@ -332,6 +332,9 @@ def _decode(raw: str | None) -> tuple[bool, Answer | None]:
             return True, None
         values = {k: v for k, v in stored.items() if k in _ANSWER_FIELDS}
         values["mobiles"] = tuple(values.get("mobiles", ()))
+        age = max(0, round(time.time() - float(entry.get("at", time.time()))))
+        cached = f"cached {age} s ago"
+        values["detail"] = f"{values['detail']}; {cached}" if values.get("detail") else cached
         return True, Answer(**values)
     except (ValueError, KeyError, TypeError, AttributeError):
         return False, None
