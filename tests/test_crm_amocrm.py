@@ -3,6 +3,7 @@ problem+json 401, the OAuth refresh with single-use refresh tokens, 429 and the 
 
 import asyncio
 import json
+import logging
 import time
 
 import pytest
@@ -163,7 +164,7 @@ async def test_oauth_first_refresh_token_is_stored_before_use(tmp_path, amo, sql
     assert json.loads(refresh.body)["refresh_token"] == first
 
 
-async def test_oauth_refresh_racing_with_traffic_is_done_once(tmp_path, amo, sqlite_store):
+async def test_oauth_refresh_racing_with_traffic_is_done_once(tmp_path, amo, sqlite_store, caplog):
     """Two instances share one store; the access token dies under 20 concurrent calls:
     one refresh, the rotated refresh token stored, everybody served; a restarted
     instance whose configuration holds the used-up refresh token still works."""
@@ -173,6 +174,7 @@ async def test_oauth_refresh_racing_with_traffic_is_done_once(tmp_path, amo, sql
     first = amo.new_refresh_token()
     section = oauth(amo, timeout_ms=3000)
     cfg = config(tmp_path, amo, section, environ=oauth_env(first))
+    caplog.set_level(logging.DEBUG)
     other_store = SqliteStore(tmp_path / "icm.db")  # the second instance's connection
     await other_store.open()
     try:
@@ -194,6 +196,9 @@ async def test_oauth_refresh_racing_with_traffic_is_done_once(tmp_path, amo, sql
         assert amo.refreshes == 3
     finally:
         await other_store.close()
+    # Tokens and the client secret never reach a log line.
+    for secret in (first, FakeAmoCrm.CLIENT_SECRET, *amo.refresh_tokens, *amo.access):
+        assert secret not in caplog.text
 
 
 async def test_429_pauses_requests_and_403_is_never_provoked(tmp_path, amo, sqlite_store):

@@ -116,3 +116,15 @@ async def test_wrong_password(tmp_path, mp, sqlite_store):
         decision = await route(router)
     assert "login refused (HTTP 401)" in decision.steps[0].detail
     assert "wrong" not in decision.steps[0].detail
+
+
+async def test_employee_pages_follow_page_after(tmp_path, mp, sqlite_store):
+    for i in range(150):
+        mp.add_employee(2000000 + i, f"Employee {i}")
+    mp.add_client("ContractorHuman", 1, ["+79161234567"], [("Employee", 2000149)])
+    async with running(config(tmp_path, mp), sqlite_store) as router:
+        decision = await route(router)
+    assert "employee 2000149 (Employee 149)" in decision.steps[0].detail
+    pages = [q for q in mp.queries if "pageAfter" in q or q == {"limit": 100}]
+    assert pages[0] == {"limit": 100}
+    assert pages[1] == {"limit": 100, "pageAfter": {"contentType": "Employee", "id": "2000095"}}
