@@ -156,8 +156,9 @@ class AmoCrmSource:
             if kind == "leads":
                 hits = await self._leads(number, found)
             else:
-                hits = await self._search(kind, number)
-                found[kind] = hits
+                if kind not in found:  # searched already for the leads
+                    found[kind] = await self._search(kind, number)
+                hits = found[kind]
             if hits:
                 return self._answer(kind, _latest(hits))
         return None

@@ -130,7 +130,6 @@ class Router:
             asyncio.create_task(self._ask_one(source, settings, number, deadline))
             for source, settings in self.sources
         ]
-        found: _Found | None = None
         cut = False
         try:
             for index, task in enumerate(tasks):
@@ -140,9 +139,8 @@ class Router:
                     return None, True
                 self._record(asked.step, steps)
                 if asked.found is not None:
-                    found = asked.found
                     self._not_needed(index + 1, tasks, started, steps)
-                    return found, False
+                    return asked.found, False
                 cut = cut or asked.step.outcome == "cut"
             return None, cut
         finally:

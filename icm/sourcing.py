@@ -192,20 +192,20 @@ class GuardedSource:
         """Ask the source, hand the answer to every waiting call, then cache it (the calls
         do not wait for the store; later calls still find this lookup until then)."""
         try:
-            answer = await self._ask(number)
-        except asyncio.CancelledError:
-            waiter.cancel()
-            self._forget_flight(number, waiter)
-            raise
-        except Exception as exc:
-            waiter.set_exception(exc)
-            self._forget_flight(number, waiter)
-            return
-        waiter.set_result(answer)
-        try:
+            try:
+                answer = await self._ask(number)
+            except asyncio.CancelledError:
+                waiter.cancel()
+                raise
+            except Exception as exc:
+                waiter.set_exception(exc)
+                return
+            waiter.set_result(answer)
             await self._remember(number, answer)
         finally:
             self._forget_flight(number, waiter)
+            if self.shared:  # after the cache write: the other instances find it there
+                await self._unclaim(number)
 
     def _forget_flight(self, number: str, waiter: asyncio.Future[Answer | None]) -> None:
         if self._inflight.get(number) is waiter:
@@ -220,11 +220,7 @@ class GuardedSource:
                     if hit:
                         self.breaker.release()
                         return answer
-                try:
-                    answer = await self.inner.lookup(number)
-                finally:
-                    if self.shared:
-                        await self._unclaim(number)
+                answer = await self.inner.lookup(number)
         except TimeoutError:
             self._failed()
             raise SourceTimeout(
