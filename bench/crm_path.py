@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 from _harness import percentile, report, tempdir  # noqa: E402
 
 from icm.config import Config, from_dict  # noqa: E402
-from icm.daemon import build_sources, source_context  # noqa: E402
+from icm.daemon import build_sources, freeze_startup_heap, source_context  # noqa: E402
 from icm.dialing import DialStrings  # noqa: E402
 from icm.managers import Managers  # noqa: E402
 from icm.model import Presence, RouteRequest  # noqa: E402
@@ -137,6 +137,7 @@ async def started_router(cfg: Config, store: Store) -> tuple[Router, list[Any]]:
         dial=DialStrings(cfg.dial, numbers),
         presence=lambda ext: Presence.AVAILABLE,
     )
+    freeze_startup_heap()  # as the daemon does once started
     return router, sources
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import time
@@ -52,6 +53,14 @@ def dialplan_wait(budget_s: float) -> float:
     """How long the dialplan waits for an answer (global ICM_WAIT): the lookup budget plus
     a margin for the answer's way back."""
     return round(budget_s + max(0.3, budget_s * 0.2), 2)
+
+
+def freeze_startup_heap() -> None:
+    """Move what start-up allocated (phone number metadata, settings models, libraries)
+    out of the garbage collector's sight: full collections then walk only what calls
+    allocate, which keeps their pauses out of the decision latency's tail."""
+    gc.collect()
+    gc.freeze()
 
 
 def _ignore(uniqueid: str, conversations: list[Conversation]) -> None:
@@ -162,6 +171,7 @@ class Daemon:
             log.info("HTTP: /metrics, /healthz, /readyz on %s", self.config.http.listen)
         self._tasks.append(self.ami.start())
         self._tasks.append(asyncio.create_task(self._maintenance(), name="maintenance"))
+        freeze_startup_heap()
 
     async def stop(self) -> None:
         """Take no new calls, let those in flight finish within the lookup budget, write
@@ -181,6 +191,7 @@ class Daemon:
                 log.exception("source %s failed to close", source.name)
         await self.http.stop()
         await self.store.close()
+        gc.unfreeze()  # what start-up froze may be collected again
         self._stopped.set()
         log.info("ICM stopped")
 
