@@ -18,6 +18,7 @@ from icm.config import Config, ConfigError, load
 from icm.store import Store, StoreError
 
 DEFAULT_CONFIG = "icm.toml"
+MAP_WAIT_S = 3.0  # how long `icm lookup` waits for the CRMs' user maps
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -89,8 +90,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _config(args: argparse.Namespace, *, ami_secret: bool = True) -> Config:
-    return load(args.config, os.environ, ami_secret=ami_secret)
+def _config(
+    args: argparse.Namespace, *, ami_secret: bool = True, source_secrets: bool = True
+) -> Config:
+    return load(args.config, os.environ, ami_secret=ami_secret, source_secrets=source_secrets)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -157,6 +160,14 @@ def _lookup(args: argparse.Namespace) -> int:
         # The daemon's own routing, with presence unknown (no AMI here).
         routing = Routing.build(config, store, Metrics(), lambda ext: Presence.UNKNOWN)
         await routing.start()
+        # Offline there is time to let the CRMs' user maps load (the daemon never waits).
+        await asyncio.gather(
+            *(
+                source.wait_ready(MAP_WAIT_S)  # type: ignore[attr-defined]
+                for source, _ in routing.sources
+                if hasattr(source, "wait_ready")
+            )
+        )
         try:
             deadline = asyncio.get_running_loop().time() + routing.budget_s
             decision = await routing.router.route(
@@ -189,7 +200,7 @@ def _lookup(args: argparse.Namespace) -> int:
 def _bind(args: argparse.Namespace) -> int:
     from icm.managers import Managers
 
-    config = _config(args, ami_secret=False)
+    config = _config(args, ami_secret=False, source_secrets=False)
     numbers = config.numbers()
     managers = Managers.from_config(config, numbers)
     number = _number(config, args.number)
@@ -218,7 +229,7 @@ def _bind(args: argparse.Namespace) -> int:
 
 
 def _unbind(args: argparse.Namespace) -> int:
-    config = _config(args, ami_secret=False)
+    config = _config(args, ami_secret=False, source_secrets=False)
     number = _number(config, args.number)
     if number is None:
         return 2
@@ -234,7 +245,7 @@ def _unbind(args: argparse.Namespace) -> int:
 
 
 def _bindings(args: argparse.Namespace) -> int:
-    config = _config(args, ami_secret=False)
+    config = _config(args, ami_secret=False, source_secrets=False)
 
     async def show(store: Store) -> int:
         rows = await store.bindings(pinned=not args.learned, limit=args.limit)
@@ -258,14 +269,20 @@ def _bindings(args: argparse.Namespace) -> int:
 
 
 def _forget(args: argparse.Namespace) -> int:
-    config = _config(args, ami_secret=False)
+    from icm.sources import installed_sources
+    from icm.sourcing import cache_key, is_remote
+
+    config = _config(args, ami_secret=False, source_secrets=False)
     number = _number(config, args.number)
     if number is None:
         return 2
+    remote = sorted(name for name, kind in installed_sources().items() if is_remote(kind))
 
     async def forget(store: Store) -> int:
         found = await store.forget(number)
-        print(f"{number}: {'forgotten' if found else 'nothing learned'}")
+        dropped = [name for name in remote if await store.delete(cache_key(name, number))]
+        cached = f"; cached answers dropped: {', '.join(dropped)}" if dropped else ""
+        print(f"{number}: {'forgotten' if found else 'nothing learned'}{cached}")
         return 0
 
     return _with_store(config, forget)

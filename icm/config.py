@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 from icm.numbers import NumberError, Numbers
-from icm.secrets import SecretError, read_secret
+from icm.secrets import SecretError, read_secret, read_secrets
 from icm.sources import SourceSettings, installed_sources
 from icm.store import Store, open_store
 
@@ -37,7 +37,17 @@ EXTENSION_RANGE = re.compile(r"^(\d{1,10})-(\d{1,10})$")
 # Dial strings end up inside Dial(...): no argument separators, quotes or substitutions.
 _DIAL_TEMPLATE = re.compile(r"^[A-Za-z0-9/_@.:+#*{}\-]+$")
 _STORE_SCHEMES = ("sqlite", "redis", "rediss", "unix", "redis+sentinel")
-_SECRET_KEYS = ("secret", "token", "password", "client_secret", "webhook", "api_key")
+_SECRET_KEYS = (
+    "secret",
+    "token",
+    "password",
+    "client_secret",
+    "webhook",
+    "api_key",
+    "access_token",
+    "refresh_token",
+)
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 
 
 def _known_source(name: str) -> str:
@@ -94,6 +104,7 @@ class RoutingSettings(_Section):
     ring_mobiles: bool = False
     default_number: str = ""
     lookup_budget_ms: int = Field(default=1500, ge=100, le=10_000)
+    lookup: Literal["chain", "parallel"] = "chain"
     dial_timeout_s: int = Field(default=20, ge=1, le=600)
     extensions: list[ExtensionOrRange] = []
 
@@ -138,9 +149,19 @@ class DialSettings(_Section):
         return template
 
 
+def _email(value: str) -> str:
+    if value and not _EMAIL.match(value):
+        raise ValueError(f"{value!r} is not an e-mail address (expected e.g. 'anna@example.com')")
+    return value.lower()
+
+
 class ManagerSettings(_Section):
     name: str = ""
     mobiles: list[str] = []
+    # The manager as CRM sources name him: his e-mail in the CRM, and his user id in
+    # each CRM whose API holds no extension (``ids = { amocrm = 5550001 }``).
+    email: Annotated[str, AfterValidator(_email)] = ""
+    ids: dict[SourceName, int | str] = {}
 
 
 class StoreSettings(_Section):
@@ -239,13 +260,19 @@ def split_host_port(listen: str) -> tuple[str, int]:
 
 
 def load(
-    path: str | Path, environ: Mapping[str, str] | None = None, *, ami_secret: bool = True
+    path: str | Path,
+    environ: Mapping[str, str] | None = None,
+    *,
+    ami_secret: bool = True,
+    source_secrets: bool = True,
 ) -> Config:
     """Read, validate and complete the configuration file.
 
     :param environ: where secrets named by ``*_env`` keys are read (the process environment
         in production; a plain dict in tests).
     :param ami_secret: False for commands that do not talk to Asterisk (``icm bind``).
+    :param source_secrets: False for commands that ask no source (``icm bind``); the
+        secrets of the sources in ``routing.sources`` are read otherwise.
     :raises ConfigError: with one line per problem.
     """
     path = Path(path)
@@ -260,7 +287,14 @@ def load(
         raise ConfigError([f"{name}: not UTF-8 text (expected a TOML file)"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{name}: not valid TOML: {exc}"]) from None
-    return from_dict(raw, name, environ or {}, ami_secret=ami_secret, path=path)
+    return from_dict(
+        raw,
+        name,
+        environ or {},
+        ami_secret=ami_secret,
+        source_secrets=source_secrets,
+        path=path,
+    )
 
 
 def from_dict(
@@ -269,6 +303,7 @@ def from_dict(
     environ: Mapping[str, str],
     *,
     ami_secret: bool = True,
+    source_secrets: bool = True,
     path: Path | None = None,
 ) -> Config:
     """Validate an already parsed configuration (see :func:`load`)."""
@@ -284,11 +319,20 @@ def from_dict(
     sources = _validate_sources(source_sections, name, errors)
     if config is None or errors:
         raise ConfigError(errors)
+    # An active source without its own section gets its defaults, checked the same way
+    # (a source with a required key, such as a CRM's address, reports it missing).
+    missing = {s: {} for s in config.routing.sources if s not in sources}
+    sources |= _validate_sources(missing, name, errors)
+    if errors:
+        raise ConfigError(errors)
     config = config.model_copy(update={"sources": sources})
     _check_numbers(config, name, errors)
+    _check_manager_ids(config, name, errors)
     config = _with_store_password(config, name, environ, errors)
     if ami_secret:
         config = _with_secrets(config, name, environ, errors)
+    if source_secrets:
+        config = _with_source_secrets(config, name, environ, errors)
     if errors:
         raise ConfigError(errors)
     return config
@@ -368,6 +412,35 @@ def _with_secrets(
     return config.model_copy(update={"ami": ami.model_copy(update={"secret": secret})})
 
 
+def _with_source_secrets(
+    config: Config, name: str, environ: Mapping[str, str], errors: list[str]
+) -> Config:
+    """Read the secrets of the active sources (the others may lack theirs)."""
+    sources = dict(config.sources)
+    for source in config.routing.sources:
+        settings, problems = read_secrets(config.source_settings(source), environ)
+        sources[source] = settings
+        errors.extend(f"{name}: sources.{source}.{key}: {text}" for key, text in problems)
+    return config.model_copy(update={"sources": sources})
+
+
+def _check_manager_ids(config: Config, name: str, errors: list[str]) -> None:
+    """A CRM user (or e-mail) maps to one extension only."""
+    seen: dict[tuple[str, str], str] = {}
+    for ext, manager in config.managers.items():
+        keys = [(source, str(user)) for source, user in manager.ids.items()]
+        if manager.email:
+            keys.append(("email", manager.email))
+        for key in keys:
+            other = seen.setdefault(key, ext)
+            if other != ext:
+                what = "e-mail" if key[0] == "email" else f"{key[0]} user"
+                errors.append(
+                    f"{name}: managers.{ext}: {what} {key[1]} is already manager {other}'s "
+                    "(expected each CRM user mapped to one extension)"
+                )
+
+
 def _refuse_inline_secrets(raw: Mapping[str, Any], name: str, errors: list[str]) -> None:
     """A secret written into the TOML itself is refused with a pointer to the right place."""
 
@@ -430,6 +503,8 @@ def _keys_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str]:
 def _dotted(loc: tuple[str | int, ...]) -> str:
     out = ""
     for part in loc:
+        if part == "[key]":  # pydantic's marker for a dict key that failed validation
+            continue
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 

@@ -8,7 +8,9 @@ From an AMI event to the action sent::
          UserEvent ICMRoute -> AmiEntry   (icm/entries/ami.py) builds a RouteRequest
             -> Claims.route               (icm/cluster.py) one instance per call (Redis)
             -> Router.route               (icm/router.py) asks the sources in order:
-               IcmDbSource.lookup         (connectors/icmdb.py) and any other source
+               IcmDbSource.lookup         (connectors/icmdb.py) and any other source;
+               CRM sources (connectors/amocrm.py, bitrix24.py, megaplan.py) behind
+               GuardedSource              (icm/sourcing.py): cache, single-flight, breaker
             -> AmiEntry._deliver          Setvar ICM_REPLY on the waiting channel
          DeviceStateChange, ExtensionStatus -> PresenceTracker (icm/presence.py)
          DialBegin, Bridge*, Hangup -> CallTracker (icm/calls.py) -> Learner -> store
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -47,6 +50,7 @@ from icm.numbers import Numbers
 from icm.presence import PresenceTracker
 from icm.router import Router
 from icm.sources import Source, SourceContext, SourceSettings, installed_sources
+from icm.sourcing import guard
 from icm.store import Store, StoreError, is_shared
 
 log = logging.getLogger(__name__)
@@ -63,14 +67,31 @@ def dialplan_wait(budget_s: float) -> float:
     return round(budget_s + max(0.3, budget_s * 0.2), 2)
 
 
+def freeze_startup_heap() -> None:
+    """Move what start-up allocated (phone number metadata, settings models, libraries)
+    out of the garbage collector's sight: full collections then walk only what calls
+    allocate, which keeps their pauses out of the decision latency's tail."""
+    gc.collect()
+    gc.freeze()
+
+
 def build_sources(config: Config, context: SourceContext) -> list[tuple[Source, SourceSettings]]:
-    """The active sources, in order, each with its settings."""
+    """The active sources, in order, each with its settings; remote ones (CRMs) behind a
+    cache, single-flight and circuit breaker (:func:`icm.sourcing.guard`)."""
     known = installed_sources()
     chain = []
     for name in config.routing.sources:
         settings = config.source_settings(name)
-        chain.append((known[name](settings, context), settings))
+        chain.append((guard(known[name](settings, context), settings, context), settings))
     return chain
+
+
+def source_context(
+    config: Config, store: Store, numbers: Numbers, managers: Managers, metrics: Metrics | None
+) -> SourceContext:
+    """What the sources get: the store (shared by instances when it is Redis) and the rest."""
+    shared = is_shared(config.store.url)
+    return SourceContext(store, numbers, managers, shared=shared, metrics=metrics)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +112,7 @@ class Routing:
         numbers = config.numbers()
         managers = Managers.from_config(config, numbers)
         dial = DialStrings(config.dial, numbers)
-        sources = build_sources(config, SourceContext(store, numbers, managers))
+        sources = build_sources(config, source_context(config, store, numbers, managers, metrics))
         router = Router(
             routing=config.routing,
             sources=sources,
@@ -227,6 +248,7 @@ class Daemon:
         self._tasks.append(self.ami.start())
         self._tasks.append(asyncio.create_task(self._maintenance(), name="maintenance"))
         self._tasks.append(asyncio.create_task(self._health(), name="health"))
+        freeze_startup_heap()
 
     async def stop(self) -> None:
         """Take no new calls, let those in flight finish within the lookup budget, write
@@ -244,6 +266,7 @@ class Daemon:
         await self.routing.close()
         await self.http.stop()
         await self.store.close()
+        gc.unfreeze()  # what start-up froze may be collected again
         log.info("ICM stopped")
 
     async def run(self) -> None:

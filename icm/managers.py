@@ -2,7 +2,7 @@
 
 Built once from the configuration (and rebuilt on reload). It answers the checks the
 router makes before trusting a source: is this a manager's extension, is it an exception,
-is this caller one of the managers' own mobiles.
+is this caller one of the managers' own mobiles, which extension is this CRM user's.
 """
 
 from __future__ import annotations
@@ -33,11 +33,15 @@ class Managers:
         *,
         ranges: list[tuple[int, int]] | None = None,
         exceptions: frozenset[str] = frozenset(),
+        users: dict[tuple[str, str], str] | None = None,
+        emails: dict[str, str] | None = None,
     ) -> None:
         self._by_extension = {m.extension: m for m in managers}
         self._ranges = ranges or []
         self._exceptions = exceptions
         self._mobile_owner = {mobile: m for m in managers for mobile in m.mobiles}
+        self._users = users or {}  # (source, CRM user id) -> extension
+        self._emails = emails or {}  # e-mail (lower case) -> extension
 
     @classmethod
     def from_config(cls, config: Config, numbers: Numbers | None = None) -> Managers:
@@ -59,7 +63,13 @@ class Managers:
             item if EXTENSION.match(item) else numbers.parse(item)
             for item in config.routing.exceptions
         )
-        return cls(managers, ranges=ranges, exceptions=exceptions)
+        users = {
+            (source, str(user)): ext
+            for ext, section in config.managers.items()
+            for source, user in section.ids.items()
+        }
+        emails = {s.email: ext for ext, s in config.managers.items() if s.email}
+        return cls(managers, ranges=ranges, exceptions=exceptions, users=users, emails=emails)
 
     def get(self, extension: str) -> Manager | None:
         """The manager at ``extension``, if ICM may route to it."""
@@ -69,6 +79,15 @@ class Managers:
         if EXTENSION.match(extension) and any(a <= int(extension) <= b for a, b in self._ranges):
             return Manager(extension=extension)
         return None
+
+    def by_user(self, source: str, user: str | None, email: str | None = None) -> Manager | None:
+        """The manager a CRM user is: by his id in ``source`` (``ids``), else by e-mail."""
+        extension = None
+        if user is not None:
+            extension = self._users.get((source, user))
+        if extension is None and email:
+            extension = self._emails.get(email.strip().lower())
+        return self._by_extension.get(extension) if extension is not None else None
 
     def is_exception(self, extension_or_number: str) -> bool:
         return extension_or_number in self._exceptions

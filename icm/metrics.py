@@ -73,6 +73,30 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        self.source_cache = Counter(
+            "icm_source_cache",
+            "Cached source answers: hit, negative (cached 'unknown'), miss",
+            ["source", "result"],
+            registry=registry,
+        )
+        self.source_requests = Counter(
+            "icm_source_requests",
+            "HTTP requests sent to remote sources (CRMs) by result",
+            ["source", "result"],
+            registry=registry,
+        )
+        self.circuit_open = Gauge(
+            "icm_source_circuit_open",
+            "1 while a source's circuit breaker is open (the source is skipped)",
+            ["source"],
+            registry=registry,
+        )
+        self.map_refreshes = Counter(
+            "icm_source_map_refreshes",
+            "Background refreshes of a CRM's user map by result",
+            ["source", "result"],
+            registry=registry,
+        )
         self.answers_dropped = Counter(
             "icm_answers_dropped",
             "Decisions not delivered (late, AMI down, caller gone)",

@@ -56,8 +56,10 @@ class Answer:
     """A source's answer: the responsible manager, as the source knows him.
 
     A source names an ``extension`` (a PBX extension), or an external ``number``
-    (E.164), or only a CRM user (``user``) that ICM maps to an extension; an answer
-    with none of them means the manager is not connected to the PBX.
+    (E.164), or only a CRM user (``user``, with his ``email`` when the CRM has one) that
+    ICM maps to an extension through ``[managers]``; an answer with none of them means
+    the manager is not connected to the PBX. ``active`` False: the CRM says the user is
+    fired or deactivated, which counts as no answer (the next source is asked).
     """
 
     extension: str | None = None
@@ -66,6 +68,8 @@ class Answer:
     name: str = ""
     mobiles: tuple[str, ...] = ()
     detail: str = ""
+    email: str | None = None
+    active: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +77,9 @@ class Step:
     """One line of a decision's explanation."""
 
     source: str
-    outcome: str  # answered, no-answer, skipped, error, timeout, cut, exception, invalid
+    # answered, no-answer, inactive, skipped, error, timeout, cut, not-needed, exception,
+    # invalid
+    outcome: str
     ms: float
     detail: str = ""
 

@@ -7,7 +7,13 @@
    answer wins. A source that errs, times out or is cut by the budget is skipped. An
    answer naming an exception, an extension that is not a manager's, or something that
    is not a phone number counts as no answer: ICM never dials what a source sent without
-   checking it. Every step goes into the decision's explanation.
+   checking it; so does a CRM user the CRM says is inactive. A CRM user is mapped to his
+   extension through ``[managers]``. Every step goes into the decision's explanation.
+
+   ``lookup = "chain"`` asks one source after another. ``lookup = "parallel"`` asks them
+   all at once and decides as soon as the first source in order with an acceptable answer
+   has every source above it settled: the wait is the slowest needed source's, not the
+   sum. The sources not needed any more are cancelled.
 3. The manager's presence decides the rest: offline or busy sends the call back (OFFLINE,
    BUSY) unless ``ring_mobiles`` lets his mobiles ring; no manager means the default
    number or back (NOTFOUND); a manager with no extension here means the default number
@@ -28,7 +34,7 @@ from icm.managers import Manager, Managers
 from icm.metrics import Metrics
 from icm.model import Answer, Decision, Presence, RouteRequest, Status, Step
 from icm.numbers import Numbers, Skip
-from icm.sources import Source, SourceError, SourceSettings, SourceTimeout
+from icm.sources import Source, SourceError, SourceSettings, SourceSkipped, SourceTimeout
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +45,14 @@ class _Found:
     answer: Answer
     manager: Manager | None  # None: an external number, or a manager not on this PBX
     number: str | None  # an external E.164 number to dial
+
+
+@dataclass(frozen=True, slots=True)
+class _Asked:
+    """One source's part in a lookup."""
+
+    step: Step
+    found: _Found | None = None
 
 
 class Router:
@@ -91,46 +105,107 @@ class Router:
     async def _ask(
         self, number: str, deadline: float, steps: list[Step]
     ) -> tuple[_Found | None, bool]:
-        """Ask the sources in order; (first acceptable answer, whether the budget cut)."""
-        loop = asyncio.get_running_loop()
+        """Ask the sources; (first acceptable answer, whether the budget cut)."""
+        if self.routing.lookup == "parallel" and len(self.sources) > 1:
+            return await self._ask_parallel(number, deadline, steps)
         for index, (source, settings) in enumerate(self.sources):
-            remaining = deadline - loop.time() if deadline else float("inf")
-            if remaining <= 0:
+            asked = await self._ask_one(source, settings, number, deadline)
+            if asked is None:
                 self._cut(index, steps)
                 return None, True
-            own = settings.timeout_ms / 1000
-            limit = min(own, remaining)
-            started = time.perf_counter()
-            outcome, detail, answer = "no-answer", "", None
-            try:
-                async with asyncio.timeout(limit):
-                    answer = await source.lookup(number)
-            except (TimeoutError, SourceTimeout):
-                cut = limit < own
-                outcome = "cut" if cut else "timeout"
-                detail = f"no answer within {limit * 1000:.0f} ms" + (
-                    " (lookup budget)" if cut else ""
-                )
-            except SourceError as exc:
-                outcome, detail = "error", exc.reason
-            except Exception as exc:  # a bug in a connector must not cost the call
-                log.exception("source %s failed unexpectedly", source.name)
-                outcome, detail = "error", f"unexpected {type(exc).__name__}"
-            ms = (time.perf_counter() - started) * 1000
-            self.metrics.source_seconds.labels(source.name).observe(ms / 1000)
-            if answer is not None:
-                found, outcome, detail = self._accept(source.name, answer)
-                steps.append(Step(source.name, outcome, ms, detail))
-                self.metrics.source_lookups.labels(source.name, outcome).inc()
-                if found is not None:
-                    return found, False
-                continue
-            steps.append(Step(source.name, outcome, ms, detail))
-            self.metrics.source_lookups.labels(source.name, outcome).inc()
-            if outcome == "cut":
+            self._record(asked.step, steps)
+            if asked.found is not None:
+                return asked.found, False
+            if asked.step.outcome == "cut":
                 self._cut(index + 1, steps)
                 return None, True
         return None, False
+
+    async def _ask_parallel(
+        self, number: str, deadline: float, steps: list[Step]
+    ) -> tuple[_Found | None, bool]:
+        """Every source at once; the first in order wins once those above it settled."""
+        started = time.perf_counter()
+        tasks = [
+            asyncio.create_task(self._ask_one(source, settings, number, deadline))
+            for source, settings in self.sources
+        ]
+        cut = False
+        try:
+            for index, task in enumerate(tasks):
+                asked = await task  # each is bounded by its own timeout and the budget
+                if asked is None:
+                    self._cut(index, steps)
+                    return None, True
+                self._record(asked.step, steps)
+                if asked.found is not None:
+                    self._not_needed(index + 1, tasks, started, steps)
+                    return asked.found, False
+                cut = cut or asked.step.outcome == "cut"
+            return None, cut
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    def _not_needed(
+        self,
+        first: int,
+        tasks: list[asyncio.Task[_Asked | None]],
+        started: float,
+        steps: list[Step],
+    ) -> None:
+        """Record the sources below the winner: cancelled, or done but not needed."""
+        now_ms = (time.perf_counter() - started) * 1000
+        for (source, _), task in zip(self.sources[first:], tasks[first:], strict=True):
+            asked = task.result() if task.done() and not task.cancelled() else None
+            if asked is not None:
+                step = Step(
+                    source.name,
+                    "not-needed",
+                    asked.step.ms,
+                    f"a source above answered first; it had said: {asked.step.outcome}",
+                )
+            else:
+                step = Step(source.name, "not-needed", now_ms, "a source above answered first")
+            self._record(step, steps)
+
+    async def _ask_one(
+        self, source: Source, settings: SourceSettings, number: str, deadline: float
+    ) -> _Asked | None:
+        """Ask one source within its timeout and the budget; None if no time is left.
+        Never raises for the source's failure."""
+        loop = asyncio.get_running_loop()
+        remaining = deadline - loop.time() if deadline else float("inf")
+        if remaining <= 0:
+            return None
+        own = settings.timeout_ms / 1000
+        limit = min(own, remaining)
+        started = time.perf_counter()
+        outcome, detail, answer = "no-answer", "", None
+        try:
+            async with asyncio.timeout(limit):
+                answer = await source.lookup(number)
+        except (TimeoutError, SourceTimeout):
+            cut = limit < own
+            outcome = "cut" if cut else "timeout"
+            detail = f"no answer within {limit * 1000:.0f} ms" + (" (lookup budget)" if cut else "")
+        except SourceSkipped as exc:
+            outcome, detail = "skipped", exc.reason
+        except SourceError as exc:
+            outcome, detail = "error", exc.reason
+        except Exception as exc:  # a bug in a connector must not cost the call
+            log.exception("source %s failed unexpectedly", source.name)
+            outcome, detail = "error", f"unexpected {type(exc).__name__}"
+        ms = (time.perf_counter() - started) * 1000
+        self.metrics.source_seconds.labels(source.name).observe(ms / 1000)
+        if answer is None:
+            return _Asked(Step(source.name, outcome, ms, detail))
+        found, outcome, detail = self._accept(source.name, answer)
+        return _Asked(Step(source.name, outcome, ms, detail), found)
+
+    def _record(self, step: Step, steps: list[Step]) -> None:
+        steps.append(step)
+        self.metrics.source_lookups.labels(step.source, step.outcome).inc()
 
     def _cut(self, first: int, steps: list[Step]) -> None:
         """Record the sources from ``first`` on as never asked: the budget is spent."""
@@ -141,11 +216,19 @@ class Router:
     def _accept(self, source: str, answer: Answer) -> tuple[_Found | None, str, str]:
         """Check an answer before trusting it: (found or None, outcome, explanation)."""
         detail = f" ({answer.detail})" if answer.detail else ""
-        if answer.extension is not None:
-            ext = answer.extension
+        if not answer.active:
+            who = answer.name or answer.user or "the manager"
+            return None, "inactive", f"{who} is inactive or fired in {source}{detail}"
+        mapped = None
+        if answer.user is not None or answer.email:
+            mapped = self.managers.by_user(source, answer.user, answer.email)
+        if answer.extension is not None or mapped is not None:
+            ext = answer.extension if answer.extension is not None else ""
+            manager = self.managers.get(ext) if ext else None
+            if manager is None and mapped is not None:
+                manager, ext = mapped, mapped.extension
             if self.managers.is_exception(ext):
                 return None, "exception", f"extension {ext} is an exception{detail}"
-            manager = self.managers.get(ext)
             if manager is None:
                 return None, "invalid", f"extension {ext!r} is not a manager's{detail}"
             if answer.name and not manager.name:

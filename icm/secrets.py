@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, Protocol
 
 from pydantic import SecretStr
 
@@ -38,3 +39,39 @@ def read_secret(
     if not value:
         raise SecretError(f"environment variable {env_name} is not set (expected {what} in it)")
     return SecretStr(value)
+
+
+class SettingsWithSecrets(Protocol):
+    """Settings naming their secrets (see :meth:`icm.sources.SourceSettings.secrets`)."""
+
+    def secrets(self) -> dict[str, str]: ...
+
+    def check_secrets(self) -> dict[str, str]: ...
+
+    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Any: ...
+
+
+def read_secrets(
+    settings: SettingsWithSecrets, environ: Mapping[str, str]
+) -> tuple[Any, list[tuple[str, str]]]:
+    """Fill each secret ``settings.secrets()`` names from its ``<name>_file`` (if set) or
+    ``<name>_env`` key.
+
+    :returns: the completed settings, and (key, message) for each secret that could not
+        be read: the key is the ``*_env`` or ``*_file`` setting that named the place.
+    """
+    found: dict[str, SecretStr] = {}
+    errors: list[tuple[str, str]] = []
+    for name, what in settings.secrets().items():
+        env_name = getattr(settings, f"{name}_env", None)
+        file_name = getattr(settings, f"{name}_file", None)
+        try:
+            file = Path(file_name) if file_name else None
+            found[name] = read_secret(what, env_name, file, environ)
+        except SecretError as exc:
+            errors.append((f"{name}_file" if file_name else f"{name}_env", str(exc)))
+    if not found:
+        return settings, errors
+    completed = settings.model_copy(update=found)
+    errors += list(completed.check_secrets().items())
+    return completed, errors

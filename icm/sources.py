@@ -12,6 +12,11 @@ module of ``connectors/`` (or in any installed package) as a class with:
 ("I do not know this caller"). Any failure is raised as a :class:`SourceError`; the router
 skips the source for this call and asks the next one. Sources are found through the
 ``icm.sources`` entry-point group, so a third-party package adds one without touching ICM.
+
+A source that asks a remote service sets ``remote = True``: ICM then wraps it in a
+cache, single-flight and circuit breaker (:mod:`icm.sourcing`), and its settings extend
+:class:`icm.sourcing.RemoteSourceSettings`. Secrets a source needs are named by
+:meth:`SourceSettings.secrets`; ICM reads them from ``<name>_env`` or ``<name>_file``.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
     from icm.managers import Managers
+    from icm.metrics import Metrics
     from icm.model import Answer
     from icm.numbers import Numbers
     from icm.store.base import Store
@@ -49,6 +55,11 @@ class SourceTimeout(SourceError):
     """The source did not answer within its own timeout."""
 
 
+class SourceSkipped(SourceError):
+    """The source was not asked for this call (circuit open, backing off after a rate
+    limit): nothing was waited for."""
+
+
 class SourceSettings(BaseModel):
     """Settings every source has; a source's own ``Settings`` extends it."""
 
@@ -56,14 +67,32 @@ class SourceSettings(BaseModel):
 
     timeout_ms: int = Field(default=1000, ge=10, le=60_000)
 
+    def secrets(self) -> dict[str, str]:
+        """The secrets these settings need, by name, with a description for messages
+        (``{"token": "the amoCRM long-lived token"}``). Each is read from the
+        ``<name>_env`` variable or the ``<name>_file`` file into the ``<name>`` field."""
+        return {}
+
+    def check_secrets(self) -> dict[str, str]:
+        """Problems with the secrets once read, by the ``*_env`` / ``*_file`` key that named
+        them (a webhook that is not a URL). Messages never quote a secret."""
+        return {}
+
 
 @dataclass(frozen=True, slots=True)
 class SourceContext:
-    """What ICM lends a source: the shared store, number rules and manager directory."""
+    """What ICM lends a source: the shared store, number rules and manager directory.
+
+    :param shared: the store is shared by several instances (Redis): rate limits and
+        single-flight then also hold across instances.
+    :param metrics: the daemon's metrics, if any.
+    """
 
     store: Store
     numbers: Numbers
     managers: Managers
+    shared: bool = False
+    metrics: Metrics | None = None
 
 
 class Source(Protocol):

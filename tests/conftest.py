@@ -94,7 +94,7 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 def make_config(tmp_path: Path) -> Callable[..., Config]:
     """A configuration for a daemon talking to the simulated PBX on ``port``."""
 
-    def make(port: int = 1, **sections: Any) -> Config:
+    def make(port: int = 1, *, environ: dict[str, str] | None = None, **sections: Any) -> Config:
         base: dict[str, Any] = {
             "ami": {
                 "port": port,
@@ -115,7 +115,7 @@ def make_config(tmp_path: Path) -> Callable[..., Config]:
             "store": {"url": str(tmp_path / "icm.db")},
             "http": {"listen": "127.0.0.1:0"},
         }
-        return from_dict(deep_merge(base, sections), "test.toml", SECRET_ENV)
+        return from_dict(deep_merge(base, sections), "test.toml", SECRET_ENV | (environ or {}))
 
     return make
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from icm import cli
-from icm.config import ConfigError, from_dict, load
+from icm.config import ConfigError, ManagerSettings, from_dict, load
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {"ICM_AMI_SECRET": "s3cret-value"}
@@ -31,8 +31,13 @@ def test_the_example_is_valid_and_documents_every_key():
         for key in type(getattr(config, section)).model_fields:
             if key not in ("secret", "password"):
                 assert f"{key} =" in example, f"{section}.{key} is not in icm.toml.example"
-    for key in type(config.source_settings("icmdb")).model_fields:
-        assert f"{key} =" in example, f"sources.icmdb.{key} is not in icm.toml.example"
+    for source in ("icmdb", "amocrm", "bitrix24", "megaplan"):
+        settings = config.source_settings(source)
+        for key, field in type(settings).model_fields.items():
+            if not field.exclude:  # secrets: filled from their *_env / *_file keys
+                assert f"{key} =" in example, f"sources.{source}.{key} is not in the example"
+    for key in ManagerSettings.model_fields:
+        assert f"{key} =" in example, f"managers.<ext>.{key} is not in icm.toml.example"
 
 
 @pytest.mark.parametrize(
@@ -93,7 +98,10 @@ def test_the_example_is_valid_and_documents_every_key():
             "[sources.icmdb]\ntoken = 'abc'\n",
             "sources.icmdb.token: secrets are not read from the config file",
         ),
-        ("[sources.nope]\n", "sources.nope: unknown source (expected one of: icmdb"),
+        (
+            "[sources.nope]\n",
+            "sources.nope: unknown source (expected one of: amocrm, bitrix24, icmdb, megaplan)",
+        ),
         (
             "[sources.icmdb]\nmin_talk = 3\n",
             "sources.icmdb.min_talk: unknown key (did you mean 'min_talk_s'?)",
@@ -146,8 +154,8 @@ def test_check_config_exits_2_without_traceback(tmp_path):
     )
     assert result.returncode == 2
     assert (
-        result.stderr.strip()
-        == f"{bad}: routing.sources[0]: unknown source 'nope' (expected one of: icmdb)"
+        result.stderr.strip() == f"{bad}: routing.sources[0]: unknown source 'nope' "
+        "(expected one of: amocrm, bitrix24, icmdb, megaplan)"
     )
     assert "Traceback" not in result.stderr and result.stdout == ""
 
@@ -161,3 +169,112 @@ def test_check_config_ok(tmp_path, capsys, monkeypatch):
 def test_missing_file(tmp_path, capsys):
     assert cli.main(["check-config", "-c", str(tmp_path / "nope.toml")]) == 2
     assert "nope.toml: file not found" in capsys.readouterr().err
+
+
+def test_crm_secrets_come_from_the_environment_or_a_file(tmp_path):
+    section = {"base_url": "https://example.amocrm.ru"}
+    raw = {"routing": {"sources": ["amocrm", "icmdb"]}, "sources": {"amocrm": section}}
+    with pytest.raises(ConfigError) as caught:
+        from_dict(raw, "x.toml", {}, ami_secret=False)
+    assert caught.value.lines == [
+        "x.toml: sources.amocrm.token_env: environment variable ICM_AMOCRM_TOKEN is not set "
+        "(expected the amoCRM long-lived token in it)"
+    ]
+    config = from_dict(raw, "x.toml", {"ICM_AMOCRM_TOKEN": "tok-123"}, ami_secret=False)
+    settings = config.source_settings("amocrm")
+    assert settings.token.get_secret_value() == "tok-123"
+    assert "tok-123" not in repr(config) and "tok-123" not in str(settings)
+    secret = tmp_path / "token"
+    secret.write_text("tok-from-file\n")
+    raw["sources"]["amocrm"] = section | {"token_file": str(secret)}
+    config = from_dict(raw, "x.toml", {}, ami_secret=False)
+    assert config.source_settings("amocrm").token.get_secret_value() == "tok-from-file"
+
+
+def test_only_active_sources_need_their_secrets_and_sections(tmp_path):
+    sections = {"megaplan": {"base_url": "https://x.megaplan.ru", "username": "icm"}}
+    config = from_dict({"sources": sections}, "x.toml", {}, ami_secret=False)
+    assert config.source_settings("megaplan").password.get_secret_value() == ""
+    with pytest.raises(ConfigError) as caught:
+        from_dict({"routing": {"sources": ["megaplan"]}}, "x.toml", {}, ami_secret=False)
+    assert "x.toml: sources.megaplan.base_url: missing (this key is required)" in (
+        caught.value.lines
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("[sources.amocrm]\ntoken = 'abc'\n", "sources.amocrm.token: secrets are not read"),
+        (
+            "[sources.bitrix24]\nwebhook = 'https://x/rest/1/code/'\n",
+            "sources.bitrix24.webhook: secrets are not read from the config file",
+        ),
+        (
+            "[sources.amocrm]\nbase_url = 'https://x.amocrm.ru'\nrefresh_token = 'r'\n",
+            "sources.amocrm.refresh_token: secrets are not read",
+        ),
+        ("[sources.amocrm]\nbase_url = 'example.amocrm.ru'\n", "sources.amocrm.base_url: "),
+        (
+            "[sources.amocrm]\nbase_url = 'https://x.amocrm.ru'\nauth = 'oauth'\n",
+            "sources.amocrm: auth = 'oauth' needs client_id and redirect_uri",
+        ),
+        (
+            "[sources.amocrm]\nbase_url = 'https://x.amocrm.ru'\nrate_per_s = 10.0\n",
+            "sources.amocrm.rate_per_s: expected a value at most 7.0, got 10.0",
+        ),
+        (
+            "[sources.bitrix24]\nentities = ['contact', 'deal']\n",
+            "sources.bitrix24.entities[1]: expected 'contact', 'company' or 'lead', got 'deal'",
+        ),
+        ("[routing]\nlookup = 'fast'\n", "routing.lookup: expected 'chain' or 'parallel'"),
+        ("[managers.101]\nids = { amocrn = 5 }\n", "managers.101.ids.amocrn: unknown source"),
+        ("[managers.101]\nemail = 'anna'\n", "managers.101.email: 'anna' is not an e-mail"),
+    ],
+)
+def test_crm_mistakes_name_the_key(tmp_path, text, line):
+    lines = errors_of(text, tmp_path)
+    assert any(line in got for got in lines), lines
+
+
+def test_a_webhook_that_is_not_one_is_reported_without_its_value():
+    raw = {"routing": {"sources": ["bitrix24"]}}
+    with pytest.raises(ConfigError) as caught:
+        from_dict(raw, "x.toml", {"ICM_BITRIX24_WEBHOOK": "hunter2-secret"}, ami_secret=False)
+    [line] = caught.value.lines
+    assert line.startswith("x.toml: sources.bitrix24.webhook_env: not a Bitrix24 inbound webhook")
+    assert "hunter2" not in line
+
+
+def test_check_config_exits_2_on_a_missing_crm_secret(tmp_path):
+    path = tmp_path / "icm.toml"
+    path.write_text(
+        "[routing]\nsources = ['bitrix24']\n[sources.bitrix24]\nwebhook_env = 'B24_HOOK'\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "icm", "check-config", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        env={"ICM_AMI_SECRET": "x", "PATH": "/usr/bin:/bin"},
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"{path}: sources.bitrix24.webhook_env: environment variable B24_HOOK is not set "
+        "(expected the Bitrix24 inbound webhook URL in it)"
+    )
+
+
+def test_bind_and_forget_need_no_crm_secret(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("ICM_AMI_SECRET", raising=False)
+    monkeypatch.delenv("ICM_AMOCRM_TOKEN", raising=False)
+    path = tmp_path / "icm.toml"
+    path.write_text(
+        "[routing]\nsources = ['amocrm', 'icmdb']\n[managers.101]\n"
+        f"[sources.amocrm]\nbase_url = 'https://x.amocrm.ru'\n[store]\nurl = '{tmp_path}/i.db'\n"
+    )
+    assert cli.main(["bind", "89161234567", "101", "-c", str(path)]) == 0
+    assert cli.main(["forget", "89161234567", "-c", str(path)]) == 0
+    assert cli.main(["bindings", "-c", str(path)]) == 0
+    assert cli.main(["lookup", "89161234567", "-c", str(path)]) == 2
+    assert "ICM_AMOCRM_TOKEN is not set" in capsys.readouterr().err

@@ -227,3 +227,94 @@ async def test_exception_number_calling_is_not_routed():
     source = StubSource("a", Answer(extension="101"))
     decision = await route(make_router(source, exceptions=["+79161234567"]))
     assert decision.status is Status.EXCEPTION and source.asked == []
+
+
+async def test_parallel_decides_once_every_source_above_settled():
+    first = StubSource("first", None, delay=0.1)
+    second = StubSource("second", Answer(extension="101"), delay=0.05)
+    third = StubSource("third", Answer(extension="102"), delay=0.01)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    decision = await route(make_router(first, second, third, lookup="parallel"))
+    assert 0.09 < loop.time() - started < 0.15  # max, not sum
+    assert decision.source == "second" and decision.dial == "SIP/101"
+    assert [(s.source, s.outcome) for s in decision.steps] == [
+        ("first", "no-answer"),
+        ("second", "answered"),
+        ("third", "not-needed"),
+    ]
+    assert decision.steps[2].detail == "a source above answered first; it had said: answered"
+    assert 90 < decision.steps[0].ms < 150 and 40 < decision.steps[1].ms < 100
+    assert first.asked == second.asked == third.asked == ["+79161234567"]
+
+
+async def test_parallel_higher_source_wins_even_when_slower():
+    slow = StubSource("slow", Answer(extension="101"), delay=0.1)
+    fast = StubSource("fast", Answer(extension="102"), delay=0.0)
+    decision = await route(make_router(slow, fast, lookup="parallel"))
+    assert decision.source == "slow"
+
+
+async def test_parallel_skips_failures_and_cancels_what_is_not_needed():
+    broken = StubSource("broken", error=SourceError("broken", "HTTP 500"))
+    good = StubSource("good", Answer(extension="101"), delay=0.02)
+    hanging = StubSource("hanging", Answer(extension="102"), delay=10, timeout_ms=5000)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    decision = await route(make_router(broken, good, hanging, lookup="parallel"))
+    assert loop.time() - started < 0.1
+    assert [(s.source, s.outcome) for s in decision.steps] == [
+        ("broken", "error"),
+        ("good", "answered"),
+        ("hanging", "not-needed"),
+    ]
+
+
+async def test_parallel_budget_cut_gives_timeout():
+    slow = StubSource("slow", Answer(extension="101"), delay=5, timeout_ms=5000)
+    other = StubSource("other", None, delay=5, timeout_ms=5000)
+    decision = await route(make_router(slow, other, lookup="parallel"), budget=0.1)
+    assert decision.status is Status.TIMEOUT
+    assert [(s.source, s.outcome) for s in decision.steps] == [("slow", "cut"), ("other", "cut")]
+
+
+async def test_crm_user_is_mapped_to_his_extension_and_inactive_is_no_answer():
+    config = from_dict(
+        {
+            "managers": {
+                "101": {"name": "Anna", "email": "anna@example.ru", "ids": {"icmdb": 77}},
+                "102": {"name": "Boris"},
+            }
+        },
+        "test.toml",
+        {},
+        ami_secret=False,
+    )
+    numbers = config.numbers()
+
+    def router_for(*sources):
+        return Router(
+            routing=config.routing,
+            sources=[(s, s.settings) for s in sources],
+            numbers=numbers,
+            managers=Managers.from_config(config, numbers),
+            dial=DialStrings(config.dial, numbers),
+            presence=lambda ext: Presence.AVAILABLE,
+        )
+
+    by_id = await route(router_for(StubSource("icmdb", Answer(user="77"))))
+    assert (by_id.status, by_id.manager) == (Status.DIAL, "101")
+    by_mail = await route(router_for(StubSource("x", Answer(user="5", email="ANNA@example.ru"))))
+    assert by_mail.manager == "101"
+    wrong_source = await route(router_for(StubSource("other", Answer(user="77"))))
+    assert wrong_source.status is Status.NOTCONNECTED
+    inactive = StubSource("x", Answer(user="77", email="anna@example.ru", active=False))
+    fallback = StubSource("y", Answer(extension="102"))
+    decision = await route(router_for(inactive, fallback))
+    assert [(s.source, s.outcome) for s in decision.steps] == [
+        ("x", "inactive"),
+        ("y", "answered"),
+    ]
+    # An extension the CRM gives that is no manager's, but a mapped user: the mapping wins.
+    mapped = await route(router_for(StubSource("icmdb", Answer(extension="555", user="77"))))
+    assert mapped.manager == "101"

@@ -80,3 +80,16 @@ async def test_add_is_set_if_absent(store):
 async def test_concurrent_adds_have_one_winner(store):
     results = await asyncio.gather(*(store.add("claim:x", str(i), ttl_s=5) for i in range(20)))
     assert results.count(True) == 1
+
+
+async def test_incr_counts_within_a_fixed_window(store):
+    assert await store.incr("rate:x", ttl_s=0.2) == 1
+    assert await store.incr("rate:x", ttl_s=0.2) == 2
+    assert await store.get("rate:x") == "2"
+    await asyncio.sleep(0.25)  # counting did not extend the window
+    assert await store.incr("rate:x", ttl_s=0.2) == 1
+
+
+async def test_concurrent_incrs_are_atomic(store):
+    results = await asyncio.gather(*(store.incr("rate:y", ttl_s=5) for _ in range(30)))
+    assert sorted(results) == list(range(1, 31))

@@ -5,7 +5,8 @@ Two kinds of data:
 * bindings: number -> manager. *Learned* ones come from answered calls (the last
   conversation wins); *pinned* ones are set by an administrator and win over learned ones.
 * a small key-value space with expiry, used for per-call claims between instances, source
-  caches and shared tokens. ``add`` is "set if absent", the primitive claims and locks use.
+  caches and shared tokens. ``add`` is "set if absent", the primitive claims and locks use;
+  ``incr`` is an atomic counter with expiry, for rate limits shared by instances.
 
 SQLite (embedded, the default) and Redis implement this same interface and pass the same
 contract tests (``tests/test_store_contract.py``). Any failure of the backing service is
@@ -78,3 +79,9 @@ class Store(Protocol):
         ...
 
     async def delete(self, *keys: str) -> int: ...
+
+    async def incr(self, key: str, ttl_s: float) -> int:
+        """Add one to the counter ``key`` and return its new value, atomically. A key that
+        is absent (or expired) starts at 1 and expires ``ttl_s`` seconds later; counting
+        does not extend the expiry (a fixed window, as Redis INCR + EXPIRE NX)."""
+        ...

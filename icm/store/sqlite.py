@@ -4,6 +4,7 @@ keeps every committed write across a crash of the daemon."""
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -13,6 +14,8 @@ from typing import Any
 import aiosqlite
 
 from icm.store.base import Binding, StoreError
+
+_AIOSQLITE_LOG = logging.getLogger("aiosqlite")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS learned (
@@ -45,6 +48,10 @@ class SqliteStore:
         return f"SqliteStore({str(self.path)!r})"
 
     async def open(self) -> None:
+        # aiosqlite logs every statement with its parameters at DEBUG; the kv table holds
+        # OAuth tokens, so its logger never goes below INFO.
+        if _AIOSQLITE_LOG.level < logging.INFO:
+            _AIOSQLITE_LOG.setLevel(logging.INFO)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = await aiosqlite.connect(self.path, isolation_level=None)
@@ -138,6 +145,19 @@ class SqliteStore:
         )
         await self._write(f"DELETE FROM kv WHERE key IN ({marks})", keys)  # expired ones
         return live
+
+    async def incr(self, key: str, ttl_s: float) -> int:
+        now = time.time()
+        rows = await self._fetch(
+            "INSERT INTO kv VALUES (?, '1', ?) ON CONFLICT(key) DO UPDATE SET"
+            " value = CASE WHEN kv.expires IS NOT NULL AND kv.expires <= ?"
+            " THEN '1' ELSE CAST(CAST(kv.value AS INTEGER) + 1 AS TEXT) END,"
+            " expires = CASE WHEN kv.expires IS NOT NULL AND kv.expires <= ?"
+            " THEN excluded.expires ELSE kv.expires END"
+            " RETURNING value",
+            (key, now + ttl_s, now, now),
+        )
+        return int(rows[0][0])
 
     async def _fetch(self, sql: str, args: Iterable[Any]) -> list[Any]:
         db = self._connection()
