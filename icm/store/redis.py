@@ -16,7 +16,7 @@ Every failure of Redis is raised as :class:`~icm.store.base.StoreError`.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -144,6 +144,21 @@ class RedisStore:
         keys = [self._key("learned", number), self._key("learned")]
         changed = await self._run(lambda r: self._learn(keys, [extension, repr(at), note, number]))
         return bool(changed)
+
+    async def learn_many(self, rows: Sequence[tuple[str, str, float, str]]) -> list[bool]:
+        """:meth:`learn` for each row, pipelined: one round trip for the whole batch."""
+        if not rows:
+            return []
+        index = self._key("learned")
+
+        async def write(r: Redis) -> list[int]:
+            async with r.pipeline(transaction=False) as pipe:
+                for number, extension, at, note in rows:
+                    keys = [self._key("learned", number), index]
+                    await self._learn(keys, [extension, repr(at), note, number], client=pipe)
+                return list(await pipe.execute())
+
+        return [bool(changed) for changed in await self._run(write)]
 
     async def forget(self, number: str) -> bool:
         return await self._drop("learned", number)
