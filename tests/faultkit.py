@@ -53,3 +53,37 @@ def where(calls: list[Call], replies: Replies) -> list[tuple[str, str, str, str,
             )
         )
     return rows
+
+
+def finished_call(n: int, number: str, extension: str, at: float) -> bytes:
+    """The AMI events of an inbound call from ``number`` answered at ``extension``, one
+    minute long (Asterisk's ``Timestamp:`` headers say so), as the wire carries them."""
+    from icm.testing.ami_server import frame
+
+    caller = [
+        ("Channel", f"SIP/trunk-{n:08x}"),
+        ("CallerIDNum", number),
+        ("Uniqueid", f"1700000000.{n}"),
+    ]
+    phone = [
+        ("Channel", f"SIP/{extension}-{n:08x}"),
+        ("CallerIDNum", extension),
+        ("Uniqueid", f"1700000000.{n}.1"),
+    ]
+    bridge = [("BridgeUniqueid", f"bridge-{n}"), ("BridgeType", "basic")]
+
+    def event(name: str, when: float, *headers: tuple[str, str]) -> bytes:
+        stamp = ("Timestamp", f"{when:.6f}")
+        return frame([("Event", name), ("Privilege", "call,all"), stamp, *headers])
+
+    end = at + 60
+    return b"".join(
+        [
+            event("BridgeEnter", at, *bridge, *caller),
+            event("BridgeEnter", at, *bridge, *phone),
+            event("BridgeLeave", end, *bridge, *phone),
+            event("Hangup", end, *phone, ("Cause", "16")),
+            event("BridgeLeave", end, *bridge, *caller),
+            event("Hangup", end, *caller, ("Cause", "16")),
+        ]
+    )
