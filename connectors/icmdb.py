@@ -24,6 +24,7 @@ from pydantic import Field
 
 from icm.calls import Conversation
 from icm.config import EXTENSION
+from icm.logs import Throttled
 from icm.managers import Managers
 from icm.model import Answer
 from icm.numbers import Numbers, Skip
@@ -105,6 +106,7 @@ class Learner:
         )
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._full_log = Throttled(log)
         self.dropped = 0
 
     @property
@@ -136,7 +138,9 @@ class Learner:
             return
         if len(self._queue) == self._queue.maxlen:
             self.dropped += 1
-            log.warning("learning buffer full (%d calls): the oldest is dropped", self.pending)
+            self._full_log.warning(
+                "learning buffer full (%d calls): the oldest is dropped", self.pending
+            )
         self._queue.append((uniqueid, *chosen))
         self._wake.set()
 
