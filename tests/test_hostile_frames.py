@@ -369,3 +369,30 @@ async def test_each_bad_request_and_failing_handler_is_logged_once(pbx, icm, cap
     assert len(records(caplog, "handler failed on AMI event DeviceStateChange")) == 1
     assert len(records(caplog, "ignored an ICMRoute event")) == 1
     assert icm.ami.logged_in and pbx.ami.logins == 1
+
+
+async def test_a_flood_of_calls_while_the_store_is_down_is_logged_once(tmp_path, caplog):
+    """The learner buffers what it cannot write; beyond its buffer it drops the oldest,
+    counting each, logging once per interval (not once per call)."""
+    from connectors.icmdb import IcmDbSettings, Learner
+    from icm.calls import Conversation
+    from icm.managers import Manager, Managers
+    from icm.numbers import Numbers
+    from icm.store import SqliteStore
+
+    caplog.set_level(logging.DEBUG)
+    store = SqliteStore(tmp_path / "never-opened.db")  # every write fails: StoreError
+    learner = Learner(
+        IcmDbSettings(buffer=10, min_talk_s=0),
+        store,
+        Numbers("RU", "495"),
+        Managers([Manager("101")]),
+    )
+    learner.start()
+    now = time.time()
+    for n in range(5000):
+        talk = Conversation(f"+7916{n:07d}", "101", now - 60, now, outbound=False)
+        learner.on_finished(f"1.{n}", [talk])
+    await learner.close(flush_timeout=0.2)
+    assert learner.dropped == 5000 - 10
+    assert len(records(caplog, "learning buffer full")) == 1
