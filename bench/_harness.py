@@ -216,3 +216,12 @@ class RedisServer:
             self._process.terminate()
             self._process.wait(10)
         self._dir.cleanup()
+
+
+def fd_targets(pid: int) -> list[str]:
+    """What each open file descriptor of a process points at (sockets, files, pipes)."""
+    targets = []
+    for fd in sorted(os.listdir(f"/proc/{pid}/fd"), key=int):
+        with contextlib.suppress(OSError):
+            targets.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+    return targets

@@ -110,3 +110,17 @@ def stream(events: int, first: int = 1) -> bytes:
         if len(out) >= events:
             break
     return b"".join(out)
+
+
+def route_request(snapshot: list[tuple[str, str]], token: str) -> bytes:
+    """The dialplan's routing request (``UserEvent(ICMRoute, ...)``) from a channel."""
+    return frame(
+        [
+            ("Event", "UserEvent"),
+            ("Privilege", "user,all"),
+            *snapshot,
+            ("UserEvent", "ICMRoute"),
+            ("ICMToken", token),
+            ("ICMNumber", ""),
+        ]
+    )

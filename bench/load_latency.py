@@ -48,10 +48,10 @@ from _harness import (
     tempdir,
     write_config,
 )
-from _traffic import EVENTS_PER_CALL, MANAGERS, call
+from _traffic import EVENTS_PER_CALL, MANAGERS, call, route_request
 
 from icm.store import StoreError, open_store
-from icm.testing.ami_server import AmiUser, frame
+from icm.testing.ami_server import AmiUser
 from icm.testing.pbx import FakeAsterisk, asterisk_file
 
 LEARNED = 10_000
@@ -123,16 +123,7 @@ async def measure(
                     caller = learned_number(pick.randrange(LEARNED)).replace("+7", "8")
                     channel = pbx._channel("SIP/trunk", caller)
                     token = f"{requests:012d}"
-                    data = frame(
-                        [
-                            ("Event", "UserEvent"),
-                            ("Privilege", "user,all"),
-                            *channel.snapshot(),
-                            ("UserEvent", "ICMRoute"),
-                            ("ICMToken", token),
-                            ("ICMNumber", ""),
-                        ]
-                    )
+                    data = route_request(channel.snapshot(), token)
                     sent[token] = time.perf_counter()
                     server.send_raw(data)
                     loop.call_later(3, pbx.channels.pop, channel.name, None)
