@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -225,3 +226,12 @@ def fd_targets(pid: int) -> list[str]:
         with contextlib.suppress(OSError):
             targets.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
     return targets
+
+
+def forget_actions(server: Any) -> None:
+    """Empty the simulated AMI server's records of the actions it received (tests read
+    them; a bench would only pile up hundreds of thousands, and the GC pauses of this
+    process would show as the daemon's latency)."""
+    server.actions.clear()
+    for session in server.sessions:
+        session.received.clear()

@@ -38,6 +38,7 @@ from _harness import (
     RedisServer,
     attach_py_spy,
     cpu_seconds,
+    forget_actions,
     free_port,
     machine,
     report,
@@ -127,6 +128,7 @@ async def measure(
                     sent[token] = time.perf_counter()
                     server.send_raw(data)
                     loop.call_later(3, pbx.channels.pop, channel.name, None)
+                forget_actions(server)
                 next_tick += TICK_S
                 await asyncio.sleep(max(0.0, next_tick - loop.time()))
             duration = loop.time() - start

@@ -43,6 +43,7 @@ from _harness import (
     attach_py_spy,
     cpu_seconds,
     fd_targets,
+    forget_actions,
     free_port,
     machine,
     open_fds,
@@ -160,6 +161,7 @@ async def main(scale: float, seconds: float, profile: str | None) -> dict[str, o
                     loop.call_later(3, pbx.channels.pop, channel.name, None)
                 if not warm and share >= 0.1:
                     warm = {"rss_mb": rss_mb(daemon.pid), "fds": open_fds(daemon.pid)}
+                forget_actions(server)
                 next_tick += TICK_S
                 await asyncio.sleep(max(0.0, next_tick - loop.time()))
             duration = loop.time() - start
