@@ -123,3 +123,26 @@ async def test_half_open_server_is_detected_within_the_keepalive_deadline(pbx, i
     assert replies.of(calls[0]) == [] and replies.of(calls[1]) == []
     no_late_answer(calls, replies)
     assert icm.metrics.answers_dropped.labels("ami_down")._value.get() == 1
+
+
+async def test_a_server_that_accepts_but_never_greets(make_config, start_daemon, caplog):
+    """Half-open from the first byte: the TCP connection is accepted, nothing ever comes.
+    The daemon gives up on each attempt after connect_timeout_s and keeps retrying; it is
+    not ready meanwhile (no call can be routed: the dialplan's TIMEOUT applies)."""
+    held = []
+
+    async def silent(reader, writer):
+        held.append(writer)  # accept, say nothing, never close
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        config = make_config(port, ami={"connect_timeout_s": 0.3, "reconnect_max_s": 0.2})
+        daemon = await start_daemon(config, wait_login=False)
+        await until(lambda: len(held) >= 3, timeout=3)
+        assert not daemon.ami.logged_in and not daemon.readiness()["ready"]
+        assert "did not greet within the connect timeout" in caplog.text
+    finally:
+        for writer in held:
+            writer.transport.abort()
+        server.close()
