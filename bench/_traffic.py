@@ -5,7 +5,7 @@ through the shipped ``manager_icm.conf`` eventfilter (so only events ICM reads):
 phone rings, the trunk channel dials it, both enter a bridge, talk for a minute (the
 ``Timestamp:`` headers say so, as with ``timestampevents = yes``), leave, hang up, the
 phone is idle again, and the dialplan reports the outcome. Every channel event carries the
-full channel snapshot, as Asterisk's do. Twelve events, ~5.6 KB; each call is from a new
+full channel snapshot, as Asterisk's do. Twelve events, ~5 KB; each call is from a new
 number, so each teaches the daemon one binding (a SQLite write).
 """
 
