@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import json
 import os
 import socket
@@ -11,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -110,3 +113,125 @@ async def wait_for(predicate, timeout: float) -> None:  # type: ignore[no-untype
     async with asyncio.timeout(timeout):
         while not predicate():
             await asyncio.sleep(0.01)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far, from /proc."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def at_fraction(samples: list[tuple[float, float]], value: float) -> float:
+    """When a growing counter, sampled as (time, count), reached ``value`` (linear
+    interpolation between the samples around it)."""
+    for (t0, c0), (t1, c1) in itertools.pairwise(samples):
+        if c0 <= value <= c1:
+            return t0 if c1 == c0 else t0 + (t1 - t0) * (value - c0) / (c1 - c0)
+    raise ValueError(f"the counter never reached {value}")
+
+
+def machine() -> str:
+    """One line on where a figure was measured."""
+    import platform
+
+    model = "unknown CPU"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{os.cpu_count()} cores ({model}), Python {platform.python_version()}"
+
+
+def attach_py_spy(pid: int, output: str) -> subprocess.Popen[bytes]:
+    """Sample a running process with py-spy until it exits; ``output`` gets a flame graph
+    (``.svg``), a speedscope profile (``.json``) or collapsed stacks (``.txt``, one line a
+    stack with its sample count: grep and sort them). Stop the process, then wait for
+    this."""
+    py_spy = Path(sys.executable).with_name("py-spy")
+    command = [str(py_spy) if py_spy.exists() else "py-spy", "record", "--pid", str(pid)]
+    fmt = {".json": "speedscope", ".txt": "raw"}.get(Path(output).suffix, "flamegraph")
+    return subprocess.Popen(
+        [*command, "--output", output, "--format", fmt, "--rate", "200", "--nonblocking"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+class RedisServer:
+    """A redis-server of our own on a free loopback port (never the machine's 6379), in a
+    temporary directory, keeping nothing on disk. ``url`` once started."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._dir = tempdir()
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def available() -> bool:
+        import shutil
+
+        return shutil.which("redis-server") is not None
+
+    async def start(self) -> None:
+        self._spawn()
+        await self._ready()
+
+    def _spawn(self) -> None:
+        self._process = subprocess.Popen(
+            [
+                "redis-server",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self._dir.name,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    async def _ready(self) -> None:
+        for _ in range(200):
+            with contextlib.suppress(OSError):
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                writer.close()
+                return
+            await asyncio.sleep(0.025)
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(10)
+        self._dir.cleanup()
+
+
+def fd_targets(pid: int) -> list[str]:
+    """What each open file descriptor of a process points at (sockets, files, pipes)."""
+    targets = []
+    for fd in sorted(os.listdir(f"/proc/{pid}/fd"), key=int):
+        with contextlib.suppress(OSError):
+            targets.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+    return targets
+
+
+def forget_actions(server: Any) -> None:
+    """Empty the simulated AMI server's records of the actions it received (tests read
+    them; a bench would only pile up hundreds of thousands, and the GC pauses of this
+    process would show as the daemon's latency)."""
+    server.actions.clear()
+    for session in server.sessions:
+        session.received.clear()

@@ -11,6 +11,7 @@ the client finally talked to. What counts as worth learning is the learner's bus
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Callable
@@ -211,7 +212,12 @@ class CallTracker:
         stamp = message.get("timestamp")
         if stamp:
             try:
-                return float(stamp)
+                when = float(stamp)
             except ValueError:
                 pass
+            else:
+                # nan or inf would be learned as a time no later call can replace
+                # (or that the store refuses, blocking learning).
+                if math.isfinite(when):
+                    return when
         return self._clock()

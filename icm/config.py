@@ -32,8 +32,8 @@ from icm.secrets import SecretError, read_secret, read_secrets
 from icm.sources import SourceSettings, installed_sources
 from icm.store import Store, open_store
 
-EXTENSION = re.compile(r"^\d{1,10}$")
-EXTENSION_RANGE = re.compile(r"^(\d{1,10})-(\d{1,10})$")
+EXTENSION = re.compile(r"^\d{1,10}\Z")  # \Z: "$" would let "101\n" through
+EXTENSION_RANGE = re.compile(r"^(\d{1,10})-(\d{1,10})\Z")
 # Dial strings end up inside Dial(...): no argument separators, quotes or substitutions.
 _DIAL_TEMPLATE = re.compile(r"^[A-Za-z0-9/_@.:+#*{}\-]+$")
 _STORE_SCHEMES = ("sqlite", "redis", "rediss", "unix", "redis+sentinel")
@@ -48,6 +48,9 @@ _SECRET_KEYS = (
     "refresh_token",
 )
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+_HOST_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_HOSTNAME = re.compile(rf"{_HOST_LABEL}(?:\.{_HOST_LABEL})*\.?")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _known_source(name: str) -> str:
@@ -94,6 +97,18 @@ class AmiSettings(_Section):
     reconnect_max_s: float = Field(default=30.0, ge=0.1, le=600)
     # Filled from secret_env/secret_file after validation; never read from the file.
     secret: SecretStr = Field(default=SecretStr(""), exclude=True)
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, host: str) -> str:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            if len(host) > 253 or not _HOSTNAME.fullmatch(host):
+                raise ValueError(
+                    f"{host!r} is not a host name or IP address (expected e.g. 127.0.0.1)"
+                ) from None
+        return host
 
 
 class RoutingSettings(_Section):
@@ -176,6 +191,8 @@ class StoreSettings(_Section):
     @field_validator("url")
     @classmethod
     def _no_password_in_url(cls, url: str) -> str:
+        if _CONTROL.search(url):
+            raise ValueError(f"{url!r} holds a control character (expected a file path or URL)")
         parts = urlsplit(url)
         if parts.scheme.startswith(("redis", "rediss", "unix")) and parts.password:
             raise ValueError(
@@ -287,6 +304,8 @@ def load(
         raise ConfigError([f"{name}: not UTF-8 text (expected a TOML file)"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{name}: not valid TOML: {exc}"]) from None
+    except RecursionError:
+        raise ConfigError([f"{name}: not valid TOML: nested too deeply"]) from None
     return from_dict(
         raw,
         name,
@@ -347,7 +366,7 @@ def _validate_sources(sections: Any, name: str, errors: list[str]) -> dict[str, 
     for source, section in sections.items():
         if source not in known:
             errors.append(
-                f"{name}: sources.{source}: unknown source "
+                f"{name}: sources.{_printable(source)}: unknown source "
                 f"(expected one of: {', '.join(sorted(known))})"
             )
             continue
@@ -365,7 +384,9 @@ def _check_numbers(config: Config, name: str, errors: list[str]) -> None:
     routing = config.routing
     for key, extension in config.managers.items():
         if not EXTENSION.match(key):
-            errors.append(f"{name}: managers.{key}: {key!r} is not an extension (expected digits)")
+            errors.append(
+                f"{name}: managers.{_printable(key)}: {key!r} is not an extension (expected digits)"
+            )
         for i, mobile in enumerate(extension.mobiles):
             _check_number(numbers, mobile, f"{name}: managers.{key}.mobiles[{i}]", errors)
     for i, item in enumerate(routing.exceptions):
@@ -447,7 +468,8 @@ def _refuse_inline_secrets(raw: Mapping[str, Any], name: str, errors: list[str])
     def walk(node: Mapping[str, Any], trail: tuple[str, ...]) -> None:
         for key, value in node.items():
             if isinstance(value, dict):
-                walk(value, (*trail, key))
+                if len(trail) < 8:  # no section nests deeper; validation names the key
+                    walk(value, (*trail, key))
             elif key in _SECRET_KEYS:
                 where = ".".join((*trail, key))
                 errors.append(
@@ -505,8 +527,15 @@ def _dotted(loc: tuple[str | int, ...]) -> str:
     for part in loc:
         if part == "[key]":  # pydantic's marker for a dict key that failed validation
             continue
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        key = _printable(str(part))
+        out += f"[{part}]" if isinstance(part, int) else (f".{key}" if out else key)
     return out
+
+
+def _printable(key: str) -> str:
+    """A key as written, or quoted when it holds line breaks or control characters (one
+    error stays one line)."""
+    return key if key.isprintable() else repr(key)
 
 
 def _explain(error: Mapping[str, Any]) -> str:

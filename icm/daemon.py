@@ -102,6 +102,7 @@ class Routing:
     numbers: Numbers
     managers: Managers
     dial: DialStrings
+    context: SourceContext
     sources: list[tuple[Source, SourceSettings]]
     router: Router
 
@@ -112,7 +113,8 @@ class Routing:
         numbers = config.numbers()
         managers = Managers.from_config(config, numbers)
         dial = DialStrings(config.dial, numbers)
-        sources = build_sources(config, source_context(config, store, numbers, managers, metrics))
+        context = source_context(config, store, numbers, managers, metrics)
+        sources = build_sources(config, context)
         router = Router(
             routing=config.routing,
             sources=sources,
@@ -122,7 +124,7 @@ class Routing:
             presence=presence,  # type: ignore[arg-type]
             metrics=metrics,
         )
-        return cls(config, numbers, managers, dial, sources, router)
+        return cls(config, numbers, managers, dial, context, sources, router)
 
     @property
     def budget_s(self) -> float:

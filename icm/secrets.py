@@ -30,6 +30,10 @@ def read_secret(
             value = file.read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise SecretError(f"cannot read {what} from file {file}: {exc.strerror}") from None
+        except UnicodeDecodeError:  # its message would quote the secret's bytes
+            raise SecretError(f"file {file} is not UTF-8 text (expected {what})") from None
+        except ValueError:
+            raise SecretError(f"file name {str(file)!r} holds a NUL character") from None
         if not value:
             raise SecretError(f"file {file} is empty (expected {what})")
         return SecretStr(value)

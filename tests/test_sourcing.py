@@ -215,8 +215,10 @@ async def test_parallel_waits_for_the_slowest_needed_not_the_sum(tmp_path, sqlit
                 amo.delay = b24.delay = 0
             assert decision.manager == "101" and decision.source == "bitrix24"
             assert steps(decision) == [("amocrm", "no-answer"), ("bitrix24", "answered")]
-    assert 0.38 < timings["chain"] < 0.6
-    assert 0.18 < timings["parallel"] < 0.35
+    assert timings["chain"] > 0.38  # 200 ms + 200 ms
+    assert timings["parallel"] > 0.18  # 200 ms...
+    # ...and not the sum: saving most of one source's delay, whatever the machine's load.
+    assert timings["parallel"] < timings["chain"] - 0.15
 
 
 async def test_parallel_cancels_what_is_not_needed(tmp_path, sqlite_store):

@@ -93,3 +93,21 @@ async def test_incr_counts_within_a_fixed_window(store):
 async def test_concurrent_incrs_are_atomic(store):
     results = await asyncio.gather(*(store.incr("rate:y", ttl_s=5) for _ in range(30)))
     assert sorted(results) == list(range(1, 31))
+
+
+async def test_learn_many_is_learn_row_by_row(store):
+    older_first = [
+        ("+79161111111", "101", 1000.0, "a"),
+        ("+79161111111", "102", 2000.0, "b"),  # newer: wins
+        ("+79162222222", "103", 3000.0, "c"),
+        ("+79162222222", "104", 2500.0, "d"),  # older than the row before: ignored
+    ]
+    assert await store.learn_many(older_first) == [True, True, True, False]
+    assert (await store.binding("+79161111111")).target == "102"
+    assert (await store.binding("+79162222222")).target == "103"
+    assert await store.learn_many([]) == []
+    many = [(f"+7916{n:07d}", "101", 5000.0 + n, "") for n in range(1, 2501)]  # > 1 statement
+    many[1300] = ("+79161111111", "105", 500.0, "")  # older than what is kept
+    changed = await store.learn_many(many)
+    assert changed == [i != 1300 for i in range(2500)]
+    assert len(await store.bindings(pinned=False, limit=5000)) == 2 + 2499

@@ -15,8 +15,11 @@ raised as :class:`StoreError`; callers decide what it means for the call in hand
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
+
+LearnedRow = tuple[str, str, float, str]  # number, extension, at, note (see Store.learn)
 
 
 class StoreError(Exception):
@@ -52,6 +55,11 @@ class Store(Protocol):
     async def learn(self, number: str, extension: str, at: float, note: str = "") -> bool:
         """Record that ``number`` last talked with ``extension`` at time ``at``. A record
         older than the one kept is ignored (returns False)."""
+        ...
+
+    async def learn_many(self, rows: Sequence[LearnedRow]) -> list[bool]:
+        """:meth:`learn` for each ``(number, extension, at, note)`` row, in order, in as few
+        round trips as the backend allows; whether each changed a binding."""
         ...
 
     async def forget(self, number: str) -> bool:

@@ -7,13 +7,13 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
-from icm.store.base import Binding, StoreError
+from icm.store.base import Binding, LearnedRow, StoreError
 
 _AIOSQLITE_LOG = logging.getLogger("aiosqlite")
 
@@ -35,6 +35,26 @@ UNION ALL
 SELECT extension, at, note, 0 FROM learned WHERE number = ? AND at >= ?
 ORDER BY 4 DESC LIMIT 1
 """
+
+
+# Four values a row, within SQLite's limit on variables (999 before 3.32, 32,766 since).
+_ROWS_PER_STATEMENT = 512 if sqlite3.sqlite_version_info >= (3, 32) else 128
+
+
+def _padded(items: list[Any]) -> list[Any]:
+    """``items`` repeated at the end up to a power of two: statements come in ten shapes,
+    not one per size (sqlite3 caches 128 prepared statements; 512-row ones are big)."""
+    size = 1 << (len(items) - 1).bit_length()
+    return items + [items[-1]] * (size - len(items))
+
+
+def _learn_sql(rows: int) -> str:
+    values = ", ".join(["(?, ?, ?, ?)"] * rows)
+    return (
+        f"INSERT INTO learned VALUES {values} ON CONFLICT(number) DO UPDATE SET"
+        " extension = excluded.extension, at = excluded.at, note = excluded.note"
+        " WHERE excluded.at >= learned.at"
+    )
 
 
 class SqliteStore:
@@ -79,13 +99,29 @@ class SqliteStore:
         return Binding(number, target, bool(pinned), at, note)
 
     async def learn(self, number: str, extension: str, at: float, note: str = "") -> bool:
-        changed = await self._write(
-            "INSERT INTO learned VALUES (?, ?, ?, ?) ON CONFLICT(number) DO UPDATE SET"
-            " extension = excluded.extension, at = excluded.at, note = excluded.note"
-            " WHERE excluded.at >= learned.at",
-            (number, extension, at, note),
-        )
-        return changed > 0
+        [changed] = await self.learn_many([(number, extension, at, note)])
+        return changed
+
+    async def learn_many(self, rows: Sequence[LearnedRow]) -> list[bool]:
+        """Two round trips to SQLite's thread per 512 rows (what is kept, then one
+        multi-row statement), where a statement a row costs two round trips a row, each
+        waiting for a busy event loop (bench/ingest.py: 2,700 rows/s against 7,000+)."""
+        changed: list[bool] = []
+        for i in range(0, len(rows), _ROWS_PER_STATEMENT):
+            chunk = list(rows[i : i + _ROWS_PER_STATEMENT])
+            numbers = _padded(list({row[0] for row in chunk}))
+            marks = ", ".join("?" * len(numbers))
+            sql = f"SELECT number, at FROM learned WHERE number IN ({marks})"
+            kept: dict[str, float] = dict(await self._all(sql, numbers))
+            for number, _, at, _ in chunk:  # what the statement does, row by row
+                newer = number not in kept or at >= kept[number]
+                if newer:
+                    kept[number] = at
+                changed.append(newer)
+            # The padding repeats the last row: writing it again changes nothing.
+            padded = _padded(chunk)
+            await self._all(_learn_sql(len(padded)), [value for row in padded for value in row])
+        return changed
 
     async def forget(self, number: str) -> bool:
         return await self._write("DELETE FROM learned WHERE number = ?", (number,)) > 0
@@ -164,6 +200,14 @@ class SqliteStore:
         try:
             async with db.execute(sql, tuple(args)) as cursor:
                 return list(await cursor.fetchall())
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite store {self.path}: {exc}") from exc
+
+    async def _all(self, sql: str, args: Iterable[Any]) -> list[Any]:
+        """Execute and fetch in one round trip to SQLite's thread."""
+        db = self._connection()
+        try:
+            return list(await db.execute_fetchall(sql, tuple(args)))
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite store {self.path}: {exc}") from exc
 
