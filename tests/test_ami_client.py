@@ -266,3 +266,21 @@ async def test_not_an_ami_server(connect):
     await asyncio.sleep(0.3)
     assert not client.logged_in
     srv.close()
+
+
+async def test_a_bug_in_the_connection_loop_is_logged_and_survived(server, connect, caplog):
+    client = await connect()
+    assert await client.wait_logged_in(2)
+    serve = client._serve
+    calls = []
+
+    async def broken_once(link):
+        if not calls:
+            calls.append(1)
+            raise RuntimeError("a bug")
+        await serve(link)
+
+    client._serve = broken_once
+    server.drop()  # the next connection hits the bug, the one after works
+    await until(lambda: server.logins == 3 and client.logged_in, timeout=5)
+    assert "the connection loop failed; starting over" in caplog.text

@@ -338,3 +338,37 @@ async def test_http_endpoints(pbx, icm):
     assert "icm_ami_connected 1.0" in text
     assert "icm_lookup_seconds_bucket" in text
     assert "9161234567" not in text  # no phone number is ever a label value
+
+
+class FailingSource:
+    name = "crm"
+
+    async def lookup(self, number):
+        from icm.sources import SourceError
+
+        raise SourceError("crm", "HTTP 500", "crm.example")
+
+
+async def test_the_decision_log_says_why_a_source_was_skipped(pbx, icm, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="icm.decision")
+    await icm.store.learn(CLIENT, "101", time.time())
+    use_sources(icm, FailingSource(), icm.routing.sources[0][0])
+    await call(pbx)
+    [line] = [r.getMessage() for r in caplog.records if r.name == "icm.decision"]
+    assert "steps=crm:error:" in line and "(HTTP 500) icmdb:answered:" in line
+
+
+async def test_a_flood_of_requests_is_bounded(pbx, icm, monkeypatch):
+    import icm.entries.ami as ami_entry
+
+    monkeypatch.setattr(ami_entry, "MAX_IN_FLIGHT", 3)
+    use_sources(icm, SlowSource(Answer(extension="101"), 0.3))
+    pbx.globals["ICM_WAIT"] = "0.5"
+    calls = await asyncio.gather(*(pbx.call(f"8916123450{i}") for i in range(5)))
+    statuses = [c.status for c in calls]
+    # Three decided (one reaches 101, the others find him ringing); two over the limit get
+    # their dialplan's own TIMEOUT.
+    assert statuses.count("TIMEOUT") == 2 and "ANSWERED" in statuses, statuses
+    assert icm.metrics.answers_dropped.labels("overloaded")._value.get() == 2

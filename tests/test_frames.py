@@ -71,3 +71,17 @@ def test_render_cannot_inject_headers():
     data = render({"Action": "Setvar", "Value": "x\r\nAction: Redirect"})
     assert data.count(b"\r\n") == 3
     assert b"Action: Redirect" not in data.split(b"\r\n")
+
+
+def test_a_large_frame_in_small_pieces_is_not_rescanned():
+    import time
+
+    value = b"x" * 500_000
+    data = BANNER + b"Event: Big\r\nData: " + value + b"\r\n\r\nEvent: Next\r\n\r\n"
+    reader = FrameReader()
+    started = time.perf_counter()
+    got = []
+    for i in range(0, len(data), 50):  # 10,000 reads
+        got += reader.feed(data[i : i + 50])
+    assert [m.name for m in got] == ["Big", "Next"] and got[0].get("data") == value.decode()
+    assert time.perf_counter() - started < 2  # quadratic rescanning takes minutes

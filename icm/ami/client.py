@@ -178,8 +178,17 @@ class AmiClient:
         """Connect, log in and serve until :meth:`close`, reconnecting whenever the link
         drops."""
         while not self._closing:
-            link = await self._connect()
-            await self._serve(link)
+            try:
+                link = await self._connect()
+                await self._serve(link)
+            except Exception:
+                # A bug must not end the link for good (the daemon would stay up, never
+                # ready, and silent): say so loudly and start over after a pause.
+                self._metrics.handler_errors.inc()
+                log.exception("AMI: the connection loop failed; starting over in 1 s")
+                if self._link is not None:
+                    self._link.abort()
+                await asyncio.sleep(1.0)
 
     async def close(self) -> None:
         """Log off and stop for good: no reconnect is left scheduled."""

@@ -96,6 +96,11 @@ class FrameReader:
         self._buffer = b""
 
     def feed(self, data: bytes) -> list[Message]:
+        if self._buffer and self.banner is not None and _EOF not in self._buffer[-3:] + data:
+            # Still inside one frame: append without rescanning what was already searched
+            # (a large frame arriving in small pieces would cost quadratic time).
+            self._buffer = self._bounded(self._buffer + data)
+            return []
         buffer = self._buffer + data if self._buffer else data
         if self.banner is None:
             end = buffer.find(b"\r\n")

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 MAX_TOKEN = 64
 MAX_OUTCOMES = 10_000
+MAX_IN_FLIGHT = 5_000  # routing requests decided at once
 Claim = Callable[[RouteRequest], Awaitable[bool]]
 
 
@@ -95,6 +96,12 @@ class AmiEntry(Entry):
             message.get("uniqueid"),
             channel,
         )
+        if len(self._tasks) >= MAX_IN_FLIGHT:
+            # A flood (a runaway dialplan, hostile input): the calls over the limit get
+            # their dialplan's own TIMEOUT rather than take the daemon down.
+            self.metrics.answers_dropped.labels("overloaded").inc()
+            self._bad.warning("%d routing requests in flight: dropping new ones", MAX_IN_FLIGHT)
+            return
         if not self.accepting:
             self.metrics.answers_dropped.labels("stopping").inc()
             if self.claim is None:  # nobody else will answer: send the call back now

@@ -8,7 +8,7 @@ import logging
 import re
 
 from icm.metrics import Metrics
-from icm.model import Decision, RouteRequest, Status
+from icm.model import Decision, RouteRequest, Status, Step
 from icm.router import Router
 
 log = logging.getLogger("icm.decision")
@@ -88,7 +88,7 @@ def record(
     metrics.decisions.labels(decision.status.value, decision.source or "none").inc()
     if delivered:
         metrics.decision_seconds.observe(total_ms / 1000)
-    steps = " ".join(f"{s.source}:{s.outcome}:{s.ms:.1f}ms" for s in decision.steps) or "-"
+    steps = " ".join(_step(step) for step in decision.steps) or "-"
     manager = decision.manager + (f" ({decision.manager_name})" if decision.manager_name else "")
     log.info(
         "%s call=%s number=%s status=%s manager=%s source=%s dial=%s lookup_ms=%.1f "
@@ -115,3 +115,11 @@ def record(
             "delivered": delivered,
         },
     )
+
+
+def _step(step: Step) -> str:
+    """``source:outcome:ms``, and why for a source that failed or was skipped."""
+    text = f"{step.source}:{step.outcome}:{step.ms:.1f}ms"
+    if step.outcome not in ("answered", "no-answer") and step.detail:
+        text += f"({step.detail})"
+    return text
