@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import subprocess
 import sys
 import tempfile
 import time
@@ -65,22 +66,24 @@ async def run(requests: int, instances: int) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="icm-scale-") as tmp_name:
         tmp = Path(tmp_name)
         redis = RedisServer(tmp)
-        redis.start()
-        url = redis.url
-        store = RedisStore(url)
-        await store.open()
-        numbers = [f"+7916{i:07d}" for i in range(2 * requests)]
-        for i, number in enumerate(numbers):
-            await store.learn(number, str(100 + i % 100), time.time())
-        await store.close()
-        daemons, ports = [], []
-        for i in range(instances):
-            ports.append(free_port())
-            home = tmp / f"i{i}"
-            home.mkdir()
-            config = write_config(home, pbx.port, http_port=ports[-1], store=url)
-            daemons.append(start_daemon(config, tmp / f"i{i}.log"))
+        daemons: list[subprocess.Popen[bytes]] = []
+        ports: list[int] = []
         try:
+            redis.start()
+            url = redis.url
+            store = RedisStore(url)
+            await store.open()
+            numbers = [f"+7916{i:07d}" for i in range(2 * requests)]
+            await store.learn_many(
+                [(n, str(100 + i % 100), time.time(), "") for i, n in enumerate(numbers)]
+            )
+            await store.close()
+            for i in range(instances):
+                ports.append(free_port())
+                home = tmp / f"i{i}"
+                home.mkdir()
+                config = write_config(home, pbx.port, http_port=ports[-1], store=url)
+                daemons.append(start_daemon(config, tmp / f"i{i}.log"))
             await pbx.ami.wait_login(instances, timeout=30)
             await asyncio.sleep(1.0)
 

@@ -63,6 +63,9 @@ class SqliteStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._db: aiosqlite.Connection | None = None
+        # Lookups on a connection (and a thread) of their own: a call's lookup never
+        # waits behind the learner's writes; WAL lets it read what was committed.
+        self._reader: aiosqlite.Connection | None = None
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r})"
@@ -79,20 +82,25 @@ class SqliteStore:
             await db.execute("PRAGMA synchronous=NORMAL")
             await db.execute("PRAGMA busy_timeout=5000")
             await db.executescript(_SCHEMA)
+            reader = await aiosqlite.connect(
+                f"file:{self.path}?mode=ro", uri=True, isolation_level=None
+            )
+            await reader.execute("PRAGMA busy_timeout=5000")
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from exc
-        self._db = db
+        self._db, self._reader = db, reader
 
     async def close(self) -> None:
-        if self._db is not None:
-            db, self._db = self._db, None
-            await db.close()
+        for connection in (self._reader, self._db):
+            if connection is not None:
+                await connection.close()
+        self._db = self._reader = None
 
     async def ping(self) -> None:
-        await self._fetch("SELECT 1", ())
+        await self._read("SELECT 1", ())
 
     async def binding(self, number: str, *, learned_since: float = 0.0) -> Binding | None:
-        rows = await self._fetch(_BINDING, (number, number, learned_since))
+        rows = await self._read(_BINDING, (number, number, learned_since))
         if not rows:
             return None
         target, at, note, pinned = rows[0]
@@ -112,7 +120,7 @@ class SqliteStore:
             numbers = _padded(list({row[0] for row in chunk}))
             marks = ", ".join("?" * len(numbers))
             sql = f"SELECT number, at FROM learned WHERE number IN ({marks})"
-            kept: dict[str, float] = dict(await self._all(sql, numbers))
+            kept: dict[str, float] = dict(await self._fetch(sql, numbers))
             for number, _, at, _ in chunk:  # what the statement does, row by row
                 newer = number not in kept or at >= kept[number]
                 if newer:
@@ -120,7 +128,7 @@ class SqliteStore:
                 changed.append(newer)
             # The padding repeats the last row: writing it again changes nothing.
             padded = _padded(chunk)
-            await self._all(_learn_sql(len(padded)), [value for row in padded for value in row])
+            await self._fetch(_learn_sql(len(padded)), [value for row in padded for value in row])
         return changed
 
     async def forget(self, number: str) -> bool:
@@ -150,7 +158,7 @@ class SqliteStore:
         return purged
 
     async def get(self, key: str) -> str | None:
-        rows = await self._fetch(
+        rows = await self._read(
             "SELECT value FROM kv WHERE key = ? AND (expires IS NULL OR expires > ?)",
             (key, time.time()),
         )
@@ -195,16 +203,17 @@ class SqliteStore:
         )
         return int(rows[0][0])
 
-    async def _fetch(self, sql: str, args: Iterable[Any]) -> list[Any]:
-        db = self._connection()
+    async def _read(self, sql: str, args: Iterable[Any]) -> list[Any]:
+        """A read on the reader connection, in one round trip to its thread."""
+        if self._reader is None:
+            raise StoreError(f"SQLite store {self.path} is not open")
         try:
-            async with db.execute(sql, tuple(args)) as cursor:
-                return list(await cursor.fetchall())
+            return list(await self._reader.execute_fetchall(sql, tuple(args)))
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite store {self.path}: {exc}") from exc
 
-    async def _all(self, sql: str, args: Iterable[Any]) -> list[Any]:
-        """Execute and fetch in one round trip to SQLite's thread."""
+    async def _fetch(self, sql: str, args: Iterable[Any]) -> list[Any]:
+        """Execute and fetch on the writer, in one round trip to its thread."""
         db = self._connection()
         try:
             return list(await db.execute_fetchall(sql, tuple(args)))
