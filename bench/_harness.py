@@ -164,61 +164,6 @@ def attach_py_spy(pid: int, output: str) -> subprocess.Popen[bytes]:
     )
 
 
-class RedisServer:
-    """A redis-server of our own on a free loopback port (never the machine's 6379), in a
-    temporary directory, keeping nothing on disk. ``url`` once started."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._dir = tempdir()
-        self._process: subprocess.Popen[bytes] | None = None
-
-    @staticmethod
-    def available() -> bool:
-        import shutil
-
-        return shutil.which("redis-server") is not None
-
-    async def start(self) -> None:
-        self._spawn()
-        await self._ready()
-
-    def _spawn(self) -> None:
-        self._process = subprocess.Popen(
-            [
-                "redis-server",
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self._dir.name,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-    async def _ready(self) -> None:
-        for _ in range(200):
-            with contextlib.suppress(OSError):
-                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
-                writer.close()
-                return
-            await asyncio.sleep(0.025)
-        raise RuntimeError(f"redis-server did not start on port {self.port}")
-
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.terminate()
-            self._process.wait(10)
-        self._dir.cleanup()
-
-
 def fd_targets(pid: int) -> list[str]:
     """What each open file descriptor of a process points at (sockets, files, pipes)."""
     targets = []

@@ -15,6 +15,7 @@ import itertools
 from collections.abc import Iterator
 
 from icm.testing.ami_server import frame
+from icm.testing.pbx import route_request_frame
 
 EVENTS_PER_CALL = 12
 MANAGERS = [str(e) for e in range(101, 121)]  # inside routing.extensions = ["100-199"]
@@ -112,15 +113,4 @@ def stream(events: int, first: int = 1) -> bytes:
     return b"".join(out)
 
 
-def route_request(snapshot: list[tuple[str, str]], token: str) -> bytes:
-    """The dialplan's routing request (``UserEvent(ICMRoute, ...)``) from a channel."""
-    return frame(
-        [
-            ("Event", "UserEvent"),
-            ("Privilege", "user,all"),
-            *snapshot,
-            ("UserEvent", "ICMRoute"),
-            ("ICMToken", token),
-            ("ICMNumber", ""),
-        ]
-    )
+route_request = route_request_frame  # the simulator's own

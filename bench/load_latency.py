@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import random
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,7 +36,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _harness import (
     SECRET,
-    RedisServer,
     attach_py_spy,
     cpu_seconds,
     forget_actions,
@@ -51,9 +51,11 @@ from _harness import (
 )
 from _traffic import EVENTS_PER_CALL, MANAGERS, call, route_request
 
-from icm.store import StoreError, open_store
+from icm.store import open_store
 from icm.testing.ami_server import AmiUser
 from icm.testing.pbx import FakeAsterisk, asterisk_file
+from icm.testing.redis import RedisServer
+from icm.testing.redis import available as redis_available
 
 LEARNED = 10_000
 TICK_S = 0.005
@@ -188,22 +190,19 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
 
 
 async def run_redis(args: argparse.Namespace) -> dict[str, object] | str:
-    own: RedisServer | None = None
     url = args.redis
-    if url is None:
-        if not RedisServer.available():
-            return "skipped: no redis-server on the PATH and no --redis URL"
-        own = RedisServer()
-        await own.start()
-        url = own.url
-    try:
-        try:
-            await seed(url)
-        except StoreError:
-            return "store not available in this build (open_store refuses redis:// URLs)"
+    if url is not None:
+        await seed(url)
         return await measure(url, args.seconds, args.rate, args.background, None)
-    finally:
-        if own is not None:
+    if not redis_available():
+        return "skipped: no redis-server on the PATH and no --redis URL"
+    with tempfile.TemporaryDirectory(prefix="icm-bench-redis-") as tmp:
+        own = RedisServer(Path(tmp))
+        try:
+            own.start()
+            await seed(own.url)
+            return await measure(own.url, args.seconds, args.rate, args.background, None)
+        finally:
             own.stop()
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import subprocess
 import sys
 import tempfile
@@ -31,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _harness import (
     SECRET,
+    attach_py_spy,
     free_port,
     report,
     rss_mb,
@@ -46,7 +48,7 @@ from icm.testing.pbx import FakeAsterisk, asterisk_file
 from icm.testing.redis import RedisServer, available
 
 
-async def run(requests: int, instances: int) -> dict[str, object]:
+async def run(requests: int, instances: int, profile: str | None = None) -> dict[str, object]:
     pbx = FakeAsterisk(
         users=[AmiUser.from_manager_conf(asterisk_file("manager_icm.conf"), "icm", secret=SECRET)]
     )
@@ -109,6 +111,7 @@ async def run(requests: int, instances: int) -> dict[str, object]:
                 await asyncio.sleep(0.5)  # any second answer would arrive by now
                 return [latencies[t] for t in tokens if t in latencies]
 
+            spy = attach_py_spy(daemons[0].pid, profile) if profile else None
             burst = await wave(0, 0.0)
             paced = await wave(requests, 1.0)
             won = []
@@ -126,6 +129,9 @@ async def run(requests: int, instances: int) -> dict[str, object]:
                     )
                 )
             memory = [round(rss_mb(d.pid), 1) for d in daemons]
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)  # py-spy writes its output on ^C
+                spy.wait(30)
         finally:
             for daemon in daemons:
                 daemon.terminate()
@@ -153,8 +159,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--instances", type=int, default=2)
+    parser.add_argument("--profile", help="py-spy the first instance during the waves: FILE")
     args = parser.parse_args()
     if not available():
         report({"error": "redis-server is not installed (apt install redis-server)"})
         sys.exit(1)
-    report(asyncio.run(run(args.requests, args.instances)))
+    report(asyncio.run(run(args.requests, args.instances, args.profile)))

@@ -383,17 +383,7 @@ class FakeAsterisk:
         """The ICMRoute UserEvent a channel waiting in the shipped dialplan raises, as
         wire bytes (for benchmarks that drive the daemon without running the dialplan).
         The channel exists, so the answer's Setvar succeeds."""
-        channel = self._channel("SIP/trunk", number)
-        return frame(
-            [
-                ("Event", "UserEvent"),
-                ("Privilege", "user,all"),
-                *channel.snapshot(),
-                ("UserEvent", "ICMRoute"),
-                ("ICMToken", token),
-                ("ICMNumber", ""),
-            ]
-        )
+        return route_request_frame(self._channel("SIP/trunk", number).snapshot(), token)
 
     async def dial(self, caller: SimChannel, dialstring: str, timeout: float | None) -> str:
         """Dial() as Asterisk does it for SIP phones and a trunk."""
@@ -603,3 +593,18 @@ def _bridge(bridge: str, count: int) -> list[tuple[str, str]]:
         ("BridgeNumChannels", str(count)),
         ("BridgeVideoSourceMode", "none"),
     ]
+
+
+def route_request_frame(snapshot: list[tuple[str, str]], token: str) -> bytes:
+    """The shipped dialplan's routing request (``UserEvent(ICMRoute, ...)``) from the
+    channel whose snapshot is given, as wire bytes."""
+    return frame(
+        [
+            ("Event", "UserEvent"),
+            ("Privilege", "user,all"),
+            *snapshot,
+            ("UserEvent", "ICMRoute"),
+            ("ICMToken", token),
+            ("ICMNumber", ""),
+        ]
+    )
