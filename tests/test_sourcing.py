@@ -70,7 +70,10 @@ async def test_forget_drops_the_cached_answer(tmp_path, amo, sqlite_store, capsy
 
     async with running(config(tmp_path, amo), sqlite_store) as router:
         await route(router)
-    assert await sqlite_store.get(cache_key("amocrm", CLIENT)) is not None
+        # The answer is cached off the call path, just after the decision.
+        async with asyncio.timeout(2):
+            while await sqlite_store.get(cache_key("amocrm", CLIENT)) is None:
+                await asyncio.sleep(0.01)
     path = tmp_path / "icm.toml"
     path.write_text(f'[store]\nurl = "{tmp_path / "icm.db"}"\n', encoding="utf-8")
     assert await asyncio.to_thread(cli.main, ["forget", "8 916 123-45-67", "-c", str(path)]) == 0
