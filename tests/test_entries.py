@@ -189,6 +189,10 @@ async def test_http_route_answers(icm):
         async with session.get(base) as response:
             assert response.status == 400 and await response.text() == ""
             assert "number" in response.headers["X-ICM-Error"]
+        icm.http_entry.metrics = None  # anything failing: 500 and an empty body, never a page
+        async with session.get(base, params={"number": CLIENT}) as response:
+            assert response.status == 500 and await response.text() == ""
+        icm.http_entry.metrics = icm.metrics
         icm.http_entry.router = None  # the router fails: 500, never an error text with 200
         async with session.get(base, params={"number": CLIENT}) as response:
             assert response.status == 500 and await response.text() == ""

@@ -11,14 +11,25 @@ empty body (``CURL()`` returns the body whatever the status), the reason in the
 
 from __future__ import annotations
 
+import logging
+
 from aiohttp import web
 
 from icm.entries.base import Entry, decide, record
 from icm.model import Status
 
+log = logging.getLogger(__name__)
+
 
 class HttpEntry(Entry):
     async def route(self, request: web.Request) -> web.Response:
+        try:
+            return await self._route(request)
+        except Exception:  # whatever failed, CURL() must not read an error page as a status
+            log.exception("HTTP entry: routing request failed")
+            return _empty(500, "internal error (see the daemon's log)")
+
+    async def _route(self, request: web.Request) -> web.Response:
         number = request.query.get("number", "")
         if not number:
             return _empty(400, "the number query parameter is missing")
