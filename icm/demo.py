@@ -40,7 +40,9 @@ SAMPLE_CALLS = [
 
 
 def _say(text: str = "") -> None:
-    print(text, flush=True)
+    """The demo's narration: for the person at the terminal, not a log line."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
 
 
 async def run_demo(*, listen: str = "127.0.0.1:9180", once: bool = False) -> int:
