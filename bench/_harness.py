@@ -12,10 +12,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+
+from icm.testing.ami_server import AmiUser
+from icm.testing.pbx import FakeAsterisk, asterisk_file
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "bench-secret"
@@ -180,3 +185,50 @@ def forget_actions(server: Any) -> None:
     server.actions.clear()
     for session in server.sessions:
         session.received.clear()
+
+
+async def start_pbx(*managers: str) -> FakeAsterisk:
+    """The simulated Asterisk, with the shipped AMI user (the bench's secret) and these
+    managers' phones registered."""
+    pbx = FakeAsterisk(
+        users=[AmiUser.from_manager_conf(asterisk_file("manager_icm.conf"), "icm", secret=SECRET)]
+    )
+    await pbx.start()
+    if managers:
+        pbx.register(*managers)
+    return pbx
+
+
+class Answers:
+    """Times each routing request from the moment it is written to the arrival of its
+    ``Setvar ICM_REPLY`` (the first one), and counts the statuses answered. Keeps little
+    per request (the bench process's own GC pauses would show as latency), unless
+    ``per_token`` is asked for: then every answer of every token is counted too.
+    """
+
+    def __init__(self, pbx: FakeAsterisk, *, per_token: bool = False) -> None:
+        self.pbx = pbx
+        self.sent: dict[str, float] = {}
+        self.latencies: list[float] = []
+        self.answered: dict[str, float] = {}  # token -> latency, only with per_token
+        self.per_token: Counter[str] | None = Counter() if per_token else None
+        self.statuses: Counter[str] = Counter()
+        pbx.ami.on_action = self._on_action
+
+    def send(self, token: str, data: bytes) -> None:
+        self.sent[token] = time.perf_counter()
+        self.pbx.ami.send_raw(data)
+
+    def _on_action(self, user: str, headers: dict[str, str]) -> None:
+        if headers.get("action", "").lower() != "setvar" or not headers.get("channel"):
+            return
+        token, _, rest = headers.get("value", "").partition("|")
+        if self.per_token is not None:
+            self.per_token[token] += 1
+        started = self.sent.pop(token, None)
+        if started is not None:
+            latency = (time.perf_counter() - started) * 1000
+            self.latencies.append(latency)
+            self.statuses[rest.partition("|")[0]] += 1
+            if self.per_token is not None:
+                self.answered[token] = latency

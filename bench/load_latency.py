@@ -35,7 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _harness import (
-    SECRET,
+    Answers,
     attach_py_spy,
     cpu_seconds,
     forget_actions,
@@ -45,6 +45,7 @@ from _harness import (
     rss_mb,
     scrape,
     start_daemon,
+    start_pbx,
     summary,
     tempdir,
     write_config,
@@ -52,8 +53,6 @@ from _harness import (
 from _traffic import EVENTS_PER_CALL, MANAGERS, call, route_request
 
 from icm.store import open_store
-from icm.testing.ami_server import AmiUser
-from icm.testing.pbx import FakeAsterisk, asterisk_file
 from icm.testing.redis import RedisServer
 from icm.testing.redis import available as redis_available
 
@@ -82,23 +81,9 @@ async def seed(url: str) -> None:
 async def measure(
     store_url: str, seconds: float, rate: float, background: float, profile: str | None
 ) -> dict[str, object]:
-    pbx = FakeAsterisk(
-        users=[AmiUser.from_manager_conf(asterisk_file("manager_icm.conf"), "icm", secret=SECRET)]
-    )
-    await pbx.start()
-    pbx.register(*MANAGERS)
+    pbx = await start_pbx(*MANAGERS)
     server = pbx.ami
-    sent: dict[str, float] = {}
-    latencies: list[float] = []
-
-    def on_action(user: str, headers: dict[str, str]) -> None:
-        if headers.get("action", "").lower() == "setvar" and headers.get("channel"):
-            token = headers.get("value", "").split("|", 1)[0]
-            started = sent.pop(token, None)
-            if started is not None:
-                latencies.append((time.perf_counter() - started) * 1000)
-
-    server.on_action = on_action
+    answers = Answers(pbx)
     with tempdir() as tmp:
         http_port = free_port()
         config = write_config(Path(tmp), pbx.port, http_port=http_port, store=store_url)
@@ -126,9 +111,7 @@ async def measure(
                     caller = learned_number(pick.randrange(LEARNED)).replace("+7", "8")
                     channel = pbx._channel("SIP/trunk", caller)
                     token = f"{requests:012d}"
-                    data = route_request(channel.snapshot(), token)
-                    sent[token] = time.perf_counter()
-                    server.send_raw(data)
+                    answers.send(token, route_request(channel.snapshot(), token))
                     loop.call_later(3, pbx.channels.pop, channel.name, None)
                 forget_actions(server)
                 next_tick += TICK_S
@@ -150,9 +133,9 @@ async def measure(
         if key.startswith("icm_decisions_total{")
     }
     return {
-        **summary(latencies),
+        **summary(answers.latencies),
         "requests": requests,
-        "answered": len(latencies),
+        "answered": len(answers.latencies),
         "decisions": decided,
         "rate_rps": round(requests / duration, 1),
         "events_per_s": round(events / duration),

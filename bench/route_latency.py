@@ -23,20 +23,20 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _harness import (
-    SECRET,
+    Answers,
     free_port,
     report,
     rss_mb,
     scrape,
     start_daemon,
+    start_pbx,
     summary,
     tempdir,
     write_config,
 )
 
 from icm.store import SqliteStore
-from icm.testing.ami_server import AmiServer, AmiUser, frame
-from icm.testing.pbx import FakeAsterisk, asterisk_file
+from icm.testing.ami_server import frame
 
 LEARNED = "+79161234567"
 
@@ -106,23 +106,9 @@ def background_events(seq: itertools.count) -> list[bytes]:
 
 
 async def main(seconds: float, rate: float, background: float) -> dict[str, object]:
-    pbx = FakeAsterisk(
-        users=[AmiUser.from_manager_conf(asterisk_file("manager_icm.conf"), "icm", secret=SECRET)]
-    )
-    await pbx.start()
-    pbx.register("101")
-    server: AmiServer = pbx.ami
-    sent: dict[str, float] = {}
-    latencies: list[float] = []
-
-    def on_action(user: str, headers: dict[str, str]) -> None:
-        if headers.get("action", "").lower() == "setvar" and headers.get("channel"):
-            token = headers.get("value", "").split("|", 1)[0]
-            started = sent.pop(token, None)
-            if started is not None:
-                latencies.append((time.perf_counter() - started) * 1000)
-
-    server.on_action = on_action
+    pbx = await start_pbx("101")
+    server = pbx.ami
+    answers = Answers(pbx)
     with tempdir() as tmp:
         store = SqliteStore(Path(tmp) / "icm.db")
         await store.open()
@@ -153,9 +139,7 @@ async def main(seconds: float, rate: float, background: float) -> dict[str, obje
                 for _ in range(due_requests):
                     requests += 1
                     token = f"{requests:012d}"
-                    data = pbx.route_request("89161234567", token)
-                    sent[token] = time.perf_counter()
-                    server.send_raw(data)
+                    answers.send(token, pbx.route_request("89161234567", token))
                 next_tick += tick
                 await asyncio.sleep(max(0.0, next_tick - loop.time()))
             duration = loop.time() - start
@@ -167,9 +151,9 @@ async def main(seconds: float, rate: float, background: float) -> dict[str, obje
             daemon.wait(10)
             await pbx.stop()
     return {
-        **summary(latencies),
+        **summary(answers.latencies),
         "requests": requests,
-        "answered": len(latencies),
+        "answered": len(answers.latencies),
         "rate_rps": round(requests / duration, 1),
         "events_per_s": round(events / duration),
         "seconds": round(duration, 1),

@@ -25,46 +25,31 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _harness import (
-    SECRET,
+    Answers,
     attach_py_spy,
     free_port,
     report,
     rss_mb,
     scrape,
     start_daemon,
+    start_pbx,
     summary,
     write_config,
 )
 
 from icm.store.redis import RedisStore
-from icm.testing.ami_server import AmiUser
-from icm.testing.pbx import FakeAsterisk, asterisk_file
 from icm.testing.redis import RedisServer, available
 
 
 async def run(requests: int, instances: int, profile: str | None = None) -> dict[str, object]:
-    pbx = FakeAsterisk(
-        users=[AmiUser.from_manager_conf(asterisk_file("manager_icm.conf"), "icm", secret=SECRET)]
-    )
-    await pbx.start()
-    sent: dict[str, float] = {}
-    latencies: dict[str, float] = {}
-    answers: Counter[str] = Counter()
-
-    def on_action(user: str, headers: dict[str, str]) -> None:
-        if headers.get("action", "").lower() == "setvar" and headers.get("channel"):
-            token = headers.get("value", "").split("|", 1)[0]
-            answers[token] += 1
-            if token in sent and token not in latencies:
-                latencies[token] = (time.perf_counter() - sent[token]) * 1000
-
-    pbx.ami.on_action = on_action
+    pbx = await start_pbx()
+    answers = Answers(pbx, per_token=True)
+    latencies = answers.answered
     with tempfile.TemporaryDirectory(prefix="icm-scale-") as tmp_name:
         tmp = Path(tmp_name)
         redis = RedisServer(tmp)
@@ -96,9 +81,7 @@ async def run(requests: int, instances: int, profile: str | None = None) -> dict
                 for i in range(requests):
                     token = f"{offset + i + 1:012d}"
                     tokens.append(token)
-                    data = pbx.route_request(numbers[offset + i], token)
-                    sent[token] = time.perf_counter()
-                    pbx.ami.send_raw(data)
+                    answers.send(token, pbx.route_request(numbers[offset + i], token))
                     if spread_s:
                         await asyncio.sleep(
                             max(0.0, start + spread_s * (i + 1) / requests - loop.time())
@@ -139,7 +122,8 @@ async def run(requests: int, instances: int, profile: str | None = None) -> dict
                 daemon.wait(10)
             redis.stop()
             await pbx.stop()
-    per_call = set(answers[f"{i + 1:012d}"] for i in range(2 * requests))
+    assert answers.per_token is not None
+    per_call = {answers.per_token[f"{i + 1:012d}"] for i in range(2 * requests)}
     paced_summary, burst_summary = summary(paced), summary(burst)
     return {
         **paced_summary,

@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _harness import (
     SECRET,
+    Answers,
     attach_py_spy,
     cpu_seconds,
     fd_targets,
@@ -50,6 +51,7 @@ from _harness import (
     report,
     rss_mb,
     scrape,
+    start_pbx,
     summary,
     tempdir,
     write_config,
@@ -57,8 +59,6 @@ from _harness import (
 from _traffic import MANAGERS, call, route_request
 
 from icm.store import SqliteStore
-from icm.testing.ami_server import AmiUser
-from icm.testing.pbx import FakeAsterisk, asterisk_file
 
 PROBE = Path(__file__).resolve().parent / "_probe.py"
 LEARNED = 10_000
@@ -100,25 +100,9 @@ def caller(pick: random.Random) -> str:
 
 async def main(scale: float, seconds: float, profile: str | None) -> dict[str, object]:
     total_events, total_requests = round(1_000_000 * scale), round(100_000 * scale)
-    pbx = FakeAsterisk(
-        users=[AmiUser.from_manager_conf(asterisk_file("manager_icm.conf"), "icm", secret=SECRET)]
-    )
-    await pbx.start()
-    pbx.register(*MANAGERS)
+    pbx = await start_pbx(*MANAGERS)
     server = pbx.ami
-    sent: dict[str, float] = {}
-    latencies: list[float] = []
-    statuses: collections.Counter[str] = collections.Counter()
-
-    def on_action(user: str, headers: dict[str, str]) -> None:
-        if headers.get("action", "").lower() == "setvar" and headers.get("channel"):
-            token, status, *_ = headers.get("value", "").split("|")
-            started = sent.pop(token, None)
-            if started is not None:
-                latencies.append((time.perf_counter() - started) * 1000)
-                statuses[status] += 1
-
-    server.on_action = on_action
+    answers = Answers(pbx)
     with tempdir() as tmp:
         store = SqliteStore(Path(tmp) / "icm.db")
         await store.open()
@@ -156,8 +140,7 @@ async def main(scale: float, seconds: float, profile: str | None) -> dict[str, o
                     requests += 1
                     channel = pbx._channel("SIP/trunk", caller(pick))
                     token = f"{requests:012d}"
-                    sent[token] = time.perf_counter()
-                    server.send_raw(route_request(channel.snapshot(), token))
+                    answers.send(token, route_request(channel.snapshot(), token))
                     loop.call_later(3, pbx.channels.pop, channel.name, None)
                 if not warm and share >= 0.1:
                     warm = {"rss_mb": rss_mb(daemon.pid), "fds": open_fds(daemon.pid)}
@@ -213,9 +196,9 @@ async def main(scale: float, seconds: float, profile: str | None) -> dict[str, o
         "events": events,
         "events_handled": int(metrics.get("icm_ami_events_total", 0)),
         "requests": requests,
-        "answered": len(latencies),
-        "statuses": dict(statuses),
-        "latency": summary(latencies),
+        "answered": len(answers.latencies),
+        "statuses": dict(answers.statuses),
+        "latency": summary(answers.latencies),
         "learned": int(metrics.get("icm_learned_total", 0)),
         "learned_rows": rows,
         "store_integrity": integrity,

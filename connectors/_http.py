@@ -28,7 +28,7 @@ from yarl import URL
 from icm import __version__
 from icm.metrics import Metrics
 from icm.ratelimit import RateLimiter
-from icm.sources import SourceError, SourceTimeout
+from icm.sources import SourceContext, SourceError, SourceTimeout
 from icm.sourcing import RemoteSourceSettings
 
 log = logging.getLogger(__name__)
@@ -124,6 +124,34 @@ class HttpClient:
         self.metrics = metrics
         self._headers = {"User-Agent": USER_AGENT, "Accept": "application/json", **(headers or {})}
         self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def for_account(
+        cls,
+        source: str,
+        settings: HttpSourceSettings,
+        context: SourceContext,
+        base_url: str,
+        account: str,
+    ) -> HttpClient:
+        """The client of one CRM account, behind that account's rate limit (shared by all
+        instances when the store is)."""
+        limiter = RateLimiter(
+            source,
+            settings.rate_per_s,
+            settings.burst,
+            store=context.store,
+            shared=context.shared,
+            key=f"{source}:{account}",
+        )
+        return cls(
+            source,
+            base_url,
+            timeout_s=settings.timeout_ms / 1000,
+            max_body=settings.max_body_bytes,
+            limiter=limiter,
+            metrics=context.metrics,
+        )
 
     async def start(self) -> None:
         if self._session is None:

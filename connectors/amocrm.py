@@ -34,7 +34,6 @@ from connectors._phones import same_number, tail
 from connectors._users import CrmUser, UserMap
 from icm.model import Answer
 from icm.numbers import Numbers
-from icm.ratelimit import RateLimiter
 from icm.sources import SourceContext, SourceError, SourceSettings
 
 log = logging.getLogger(__name__)
@@ -102,23 +101,10 @@ class AmoCrmSource:
         assert isinstance(settings, AmoCrmSettings)
         self.settings = settings
         self.numbers: Numbers = context.numbers
-        limiter = RateLimiter(
-            self.name,
-            settings.rate_per_s,
-            settings.burst,
-            store=context.store,
-            shared=context.shared,
-            key=f"{self.name}:{settings.base_url}",
+        self.http = HttpClient.for_account(
+            self.name, settings, context, settings.base_url, settings.base_url
         )
-        self.limiter = limiter
-        self.http = HttpClient(
-            self.name,
-            settings.base_url,
-            timeout_s=settings.timeout_ms / 1000,
-            max_body=settings.max_body_bytes,
-            limiter=limiter,
-            metrics=context.metrics,
-        )
+        self.limiter = self.http.limiter
         self.keeper: TokenKeeper | None = None
         if settings.auth == "oauth":
             self.keeper = TokenKeeper(

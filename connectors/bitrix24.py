@@ -37,7 +37,6 @@ from connectors._users import CrmUser, UserMap
 from icm.managers import Managers
 from icm.model import Answer
 from icm.numbers import Numbers
-from icm.ratelimit import RateLimiter
 from icm.sources import SourceContext, SourceError, SourceSettings
 
 log = logging.getLogger(__name__)
@@ -129,22 +128,8 @@ class Bitrix24Source:
         else:
             base = f"{settings.portal}/rest/"
         account = URL(base).host or "?"
-        self.limiter = RateLimiter(
-            self.name,
-            settings.rate_per_s,
-            settings.burst,
-            store=context.store,
-            shared=context.shared,
-            key=f"{self.name}:{account}",
-        )
-        self.http = HttpClient(
-            self.name,
-            base,
-            timeout_s=settings.timeout_ms / 1000,
-            max_body=settings.max_body_bytes,
-            limiter=self.limiter,
-            metrics=context.metrics,
-        )
+        self.http = HttpClient.for_account(self.name, settings, context, base, account)
+        self.limiter = self.http.limiter
         self.keeper: TokenKeeper | None = None
         self.oauth_http: HttpClient | None = None
         if settings.auth == "oauth":

@@ -32,7 +32,6 @@ from connectors._phones import same_number, tail
 from connectors._users import CrmUser, UserMap
 from icm.model import Answer
 from icm.numbers import Numbers
-from icm.ratelimit import RateLimiter
 from icm.sources import SourceContext, SourceError, SourceSettings
 from icm.store import Store, StoreError
 
@@ -92,22 +91,10 @@ class MegaplanSource:
         self.settings = settings
         self.numbers: Numbers = context.numbers
         self.store: Store = context.store
-        self.limiter = RateLimiter(
-            self.name,
-            settings.rate_per_s,
-            settings.burst,
-            store=context.store,
-            shared=context.shared,
-            key=f"{self.name}:{settings.base_url}",
+        self.http = HttpClient.for_account(
+            self.name, settings, context, settings.base_url, settings.base_url
         )
-        self.http = HttpClient(
-            self.name,
-            settings.base_url,
-            timeout_s=settings.timeout_ms / 1000,
-            max_body=settings.max_body_bytes,
-            limiter=self.limiter,
-            metrics=context.metrics,
-        )
+        self.limiter = self.http.limiter
         self.users = UserMap(
             self.name, settings.users_refresh_s, self._fetch_employees, metrics=context.metrics
         )
