@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from connectors._http import HttpClient, HttpSourceSettings, Reply, http_address
+from connectors._http_client import HttpClient, HttpSourceSettings, Reply, http_address
 from connectors._oauth import TokenKeeper, Tokens
 from connectors._phones import same_number, tail
 from connectors._users import CrmUser, UserMap

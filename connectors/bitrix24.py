@@ -30,7 +30,7 @@ from urllib.parse import urlencode
 from pydantic import Field, SecretStr, field_validator, model_validator
 from yarl import URL
 
-from connectors._http import HttpClient, HttpSourceSettings, Reply, http_address
+from connectors._http_client import HttpClient, HttpSourceSettings, Reply, http_address
 from connectors._oauth import TokenKeeper, Tokens
 from connectors._phones import variants
 from connectors._users import CrmUser, UserMap

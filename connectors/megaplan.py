@@ -27,7 +27,7 @@ from urllib.parse import quote
 
 from pydantic import Field, SecretStr, field_validator
 
-from connectors._http import HttpClient, HttpSourceSettings, Reply, http_address
+from connectors._http_client import HttpClient, HttpSourceSettings, Reply, http_address
 from connectors._phones import same_number, tail
 from connectors._users import CrmUser, UserMap
 from icm.model import Answer

@@ -269,8 +269,8 @@ def _bindings(args: argparse.Namespace) -> int:
 
 
 def _forget(args: argparse.Namespace) -> int:
+    from icm.guard import cache_key, is_remote
     from icm.sources import installed_sources
-    from icm.sourcing import cache_key, is_remote
 
     config = _config(args, ami_secret=False, source_secrets=False)
     number = _number(config, args.number)

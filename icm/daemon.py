@@ -10,12 +10,12 @@ From an AMI event to the action sent::
             -> Router.route               (icm/router.py) asks the sources in order:
                IcmDbSource.lookup         (connectors/icmdb.py) and any other source;
                CRM sources (connectors/amocrm.py, bitrix24.py, megaplan.py) behind
-               GuardedSource              (icm/sourcing.py): cache, single-flight, breaker
+               GuardedSource              (icm/guard.py): cache, single-flight, breaker
             -> AmiEntry._deliver          Setvar ICM_REPLY on the waiting channel
          DeviceStateChange, ExtensionStatus -> PresenceTracker (icm/presence.py)
-         DialBegin, Bridge*, Hangup -> CallTracker (icm/calls.py) -> Learner -> store
+         DialBegin, Bridge*, Hangup -> CallTracker (icm/calls.py) -> Learner (icm/learner.py) -> store
 
-The same Router also serves ``GET /route`` (icm/entries/http.py, for CURL()) and FastAGI
+The same Router also serves ``GET /route`` (icm/entries/curl.py, for CURL()) and FastAGI
 (icm/entries/agi.py).
 """
 
@@ -31,7 +31,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from connectors.icmdb import IcmDbSettings, Learner
 from icm import __version__
 from icm.ami.client import AmiActionError, AmiClient, AmiError
 from icm.ami.frames import Message
@@ -41,8 +40,10 @@ from icm.config import Config, ConfigError, load, split_host_port
 from icm.dialing import DialStrings
 from icm.entries.agi import AgiEntry
 from icm.entries.ami import AmiEntry
-from icm.entries.http import HttpEntry
-from icm.http import HttpServer
+from icm.entries.curl import HttpEntry
+from icm.guard import guard
+from icm.http_server import HttpServer
+from icm.learner import Learner, LearnSettings
 from icm.logs import Throttled
 from icm.managers import Managers
 from icm.metrics import Metrics
@@ -50,7 +51,6 @@ from icm.numbers import Numbers
 from icm.presence import PresenceTracker
 from icm.router import Router
 from icm.sources import Source, SourceContext, SourceSettings, installed_sources
-from icm.sourcing import guard
 from icm.store import Store, StoreError, is_shared
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def freeze_startup_heap() -> None:
 
 def build_sources(config: Config, context: SourceContext) -> list[tuple[Source, SourceSettings]]:
     """The active sources, in order, each with its settings; remote ones (CRMs) behind a
-    cache, single-flight and circuit breaker (:func:`icm.sourcing.guard`)."""
+    cache, single-flight and circuit breaker (:func:`icm.guard.guard`)."""
     known = installed_sources()
     chain = []
     for name in config.routing.sources:
@@ -191,7 +191,7 @@ class Daemon:
         )
         self.learner: Learner | None = None
         icmdb = config.source_settings("icmdb")
-        assert isinstance(icmdb, IcmDbSettings)
+        assert isinstance(icmdb, LearnSettings)
         if icmdb.learn:
             self.learner = Learner(
                 icmdb,
@@ -434,7 +434,7 @@ class Daemon:
             if dropped:
                 log.info("forgot %d calls whose end was never seen", dropped)
             icmdb = self.config.source_settings("icmdb")
-            assert isinstance(icmdb, IcmDbSettings)
+            assert isinstance(icmdb, LearnSettings)
             try:
                 purged = await self.store.purge_learned(time.time() - icmdb.retention_days * 86400)
             except StoreError as exc:

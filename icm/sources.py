@@ -14,8 +14,8 @@ skips the source for this call and asks the next one. Sources are found through 
 ``icm.sources`` entry-point group, so a third-party package adds one without touching ICM.
 
 A source that asks a remote service sets ``remote = True``: ICM then wraps it in a
-cache, single-flight and circuit breaker (:mod:`icm.sourcing`), and its settings extend
-:class:`icm.sourcing.RemoteSourceSettings`. Secrets a source needs are named by
+cache, single-flight and circuit breaker (:mod:`icm.guard`), and its settings extend
+:class:`icm.guard.RemoteSourceSettings`. Secrets a source needs are named by
 :meth:`SourceSettings.secrets`; ICM reads them from ``<name>_env`` or ``<name>_file``.
 """
 

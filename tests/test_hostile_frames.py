@@ -374,8 +374,8 @@ async def test_each_bad_request_and_failing_handler_is_logged_once(pbx, icm, cap
 async def test_a_flood_of_calls_while_the_store_is_down_is_logged_once(tmp_path, caplog):
     """The learner buffers what it cannot write; beyond its buffer it drops the oldest,
     counting each, logging once per interval (not once per call)."""
-    from connectors.icmdb import IcmDbSettings, Learner
     from icm.calls import Conversation
+    from icm.learner import Learner, LearnSettings
     from icm.managers import Manager, Managers
     from icm.numbers import Numbers
     from icm.store import SqliteStore
@@ -383,7 +383,7 @@ async def test_a_flood_of_calls_while_the_store_is_down_is_logged_once(tmp_path,
     caplog.set_level(logging.DEBUG)
     store = SqliteStore(tmp_path / "never-opened.db")  # every write fails: StoreError
     learner = Learner(
-        IcmDbSettings(buffer=10, min_talk_s=0),
+        LearnSettings(buffer=10, min_talk_s=0),
         store,
         Numbers("RU", "495"),
         Managers([Manager("101")]),

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import time
 
-from connectors.icmdb import IcmDbSettings, Learner
 from icm.calls import Conversation
+from icm.learner import Learner, LearnSettings
 from icm.managers import Manager, Managers
 from icm.numbers import Numbers
 from icm.store import SqliteStore, StoreError
@@ -31,7 +31,7 @@ class FlakyStore:
 def learner(store, **kwargs) -> tuple[Learner, list[tuple[str, str]]]:
     learned: list[tuple[str, str]] = []
     made = Learner(
-        IcmDbSettings(min_talk_s=0),
+        LearnSettings(min_talk_s=0),
         store,
         Numbers("RU", "495"),
         Managers([Manager("101"), Manager("102")]),

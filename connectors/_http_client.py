@@ -26,10 +26,10 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from yarl import URL
 
 from icm import __version__
+from icm.guard import RemoteSourceSettings
 from icm.metrics import Metrics
 from icm.ratelimit import RateLimiter
 from icm.sources import SourceContext, SourceError, SourceTimeout
-from icm.sourcing import RemoteSourceSettings
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ import time
 
 import pytest
 
+from icm.guard import CircuitBreaker, GuardedSource, RemoteSourceSettings, cache_key
 from icm.model import Answer, Status
 from icm.sources import SourceContext, SourceError, SourceSkipped
-from icm.sourcing import CircuitBreaker, GuardedSource, RemoteSourceSettings, cache_key
 from icm.store import SqliteStore
 
 from .crm_fakes import FakeAmoCrm, FakeBitrix24
