@@ -28,8 +28,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 
-from pydantic import SecretStr
-
+from icm.secrets import SecretRef
 from icm.sources import SourceError
 from icm.store import Store, StoreError
 
@@ -66,7 +65,7 @@ class TokenKeeper:
         store: Store,
         refresh: Refresh,
         *,
-        initial_refresh: SecretStr | None,
+        initial_refresh: SecretRef | None,
         key: str,
         lock_ttl_s: float = 15.0,
     ) -> None:

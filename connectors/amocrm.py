@@ -26,7 +26,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from connectors._http_client import HttpClient, HttpSourceSettings, Reply, http_address
 from connectors._oauth import TokenKeeper, Tokens
@@ -34,6 +34,7 @@ from connectors._phones import same_number, tail
 from connectors._users import CrmUser, UserMap
 from icm.model import Answer
 from icm.numbers import Numbers
+from icm.secrets import SecretRef
 from icm.sources import SourceContext, SourceError, SourceSettings
 
 log = logging.getLogger(__name__)
@@ -46,24 +47,16 @@ class AmoCrmSettings(HttpSourceSettings):
     # The account's address: https://<subdomain>.amocrm.ru, .amocrm.com or .kommo.com.
     base_url: str
     auth: Literal["token", "oauth"] = "token"
-    token_env: str | None = "ICM_AMOCRM_TOKEN"
-    token_file: str | None = None
+    token: SecretRef = SecretRef(env="ICM_AMOCRM_TOKEN")
     client_id: str = ""
     redirect_uri: str = ""
-    client_secret_env: str | None = "ICM_AMOCRM_CLIENT_SECRET"
-    client_secret_file: str | None = None
-    refresh_token_env: str | None = None
-    refresh_token_file: str | None = None
+    client_secret: SecretRef = SecretRef(env="ICM_AMOCRM_CLIENT_SECRET")
+    refresh_token: SecretRef = SecretRef()
     entities: list[Entity] = ["contacts", "companies", "leads"]
     max_pages: int = Field(default=2, ge=1, le=20)
-    timeout_ms: int = Field(default=1000, ge=10, le=60_000)
     # amoCRM allows 7 requests/s per integration: evenly spaced, never 8 in one second.
     rate_per_s: float = Field(default=7.0, gt=0, le=7.0)
     burst: int = Field(default=1, ge=1, le=7)
-    # Filled from the *_env / *_file keys; never read from the file itself.
-    token: SecretStr = Field(default=SecretStr(""), exclude=True)
-    client_secret: SecretStr = Field(default=SecretStr(""), exclude=True)
-    refresh_token: SecretStr = Field(default=SecretStr(""), exclude=True)
 
     @field_validator("base_url")
     @classmethod
@@ -87,7 +80,7 @@ class AmoCrmSettings(HttpSourceSettings):
         if self.auth == "token":
             return {"token": "the amoCRM long-lived token"}
         needed = {"client_secret": "the amoCRM integration's secret key"}
-        if self.refresh_token_env or self.refresh_token_file:
+        if self.refresh_token.named:
             needed["refresh_token"] = "the first amoCRM refresh token"
         return needed
 

@@ -27,7 +27,7 @@ import time
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlencode
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from yarl import URL
 
 from connectors._http_client import HttpClient, HttpSourceSettings, Reply, http_address
@@ -37,6 +37,7 @@ from connectors._users import CrmUser, UserMap
 from icm.managers import Managers
 from icm.model import Answer
 from icm.numbers import Numbers
+from icm.secrets import SecretRef
 from icm.sources import SourceContext, SourceError, SourceSettings
 
 log = logging.getLogger(__name__)
@@ -51,15 +52,12 @@ _CLOSED_DAY = frozenset({"CLOSED", "PAUSED", "EXPIRED"})
 class Bitrix24Settings(HttpSourceSettings):
     auth: Literal["webhook", "oauth"] = "webhook"
     # The inbound webhook URL (a secret: it holds the code).
-    webhook_env: str | None = "ICM_BITRIX24_WEBHOOK"
-    webhook_file: str | None = None
+    webhook: SecretRef = SecretRef(env="ICM_BITRIX24_WEBHOOK")
     # OAuth application: the portal's address, the application's id and secret.
     portal: str = ""
     client_id: str = ""
-    client_secret_env: str | None = "ICM_BITRIX24_CLIENT_SECRET"
-    client_secret_file: str | None = None
-    refresh_token_env: str | None = None
-    refresh_token_file: str | None = None
+    client_secret: SecretRef = SecretRef(env="ICM_BITRIX24_CLIENT_SECRET")
+    refresh_token: SecretRef = SecretRef()
     oauth_server: str = "https://oauth.bitrix.info"
     method: Literal["search", "duplicates"] = "search"
     entities: list[Entity] = ["contact", "company", "lead"]
@@ -69,12 +67,8 @@ class Bitrix24Settings(HttpSourceSettings):
     # A responsible whose work day is not open (CLOSED, PAUSED, EXPIRED) counts as no
     # answer: the next source is asked.
     require_open_workday: bool = False
-    timeout_ms: int = Field(default=1000, ge=10, le=60_000)
     rate_per_s: float = Field(default=2.0, gt=0, le=5.0)
     burst: int = Field(default=50, ge=1, le=250)
-    webhook: SecretStr = Field(default=SecretStr(""), exclude=True)
-    client_secret: SecretStr = Field(default=SecretStr(""), exclude=True)
-    refresh_token: SecretStr = Field(default=SecretStr(""), exclude=True)
 
     @field_validator("portal", "oauth_server")
     @classmethod
@@ -98,14 +92,14 @@ class Bitrix24Settings(HttpSourceSettings):
         if self.auth == "webhook":
             return {"webhook": "the Bitrix24 inbound webhook URL"}
         needed = {"client_secret": "the Bitrix24 application's secret"}
-        if self.refresh_token_env or self.refresh_token_file:
+        if self.refresh_token.named:
             needed["refresh_token"] = "the first Bitrix24 refresh token"
         return needed
 
     def check_secrets(self) -> dict[str, str]:
         webhook = self.webhook.get_secret_value()
         if self.auth == "webhook" and webhook and not _WEBHOOK.match(webhook):
-            key = "webhook_file" if self.webhook_file else "webhook_env"
+            key = self.webhook.key("webhook")
             return {
                 key: "not a Bitrix24 inbound webhook URL "
                 "(expected https://<portal>/rest/<user id>/<code>/)"

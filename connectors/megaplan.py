@@ -25,13 +25,14 @@ import logging
 from typing import Any, ClassVar, Literal
 from urllib.parse import quote
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, field_validator
 
 from connectors._http_client import HttpClient, HttpSourceSettings, Reply, http_address
 from connectors._phones import same_number, tail
 from connectors._users import CrmUser, UserMap
 from icm.model import Answer
 from icm.numbers import Numbers
+from icm.secrets import SecretRef
 from icm.sources import SourceContext, SourceError, SourceSettings
 from icm.store import Store, StoreError
 
@@ -53,17 +54,15 @@ class MegaplanSettings(HttpSourceSettings):
     base_url: str
     # The service account ICM logs in as (it must see the clients).
     username: str = Field(min_length=1)
-    password_env: str | None = "ICM_MEGAPLAN_PASSWORD"
-    password_file: str | None = None
+    password: SecretRef = SecretRef(env="ICM_MEGAPLAN_PASSWORD")
     entities: list[Entity] = ["human", "company"]
     # Search results considered, and full cards fetched to check the phone.
     search_limit: int = Field(default=20, ge=1, le=100)
     max_cards: int = Field(default=3, ge=1, le=10)
-    timeout_ms: int = Field(default=1500, ge=10, le=60_000)
+    default_timeout_ms: ClassVar[int] = 1500
     # Megaplan publishes no limit; one client library keeps to 5 requests/s.
     rate_per_s: float = Field(default=5.0, gt=0, le=50)
     burst: int = Field(default=5, ge=1, le=50)
-    password: SecretStr = Field(default=SecretStr(""), exclude=True)
 
     @field_validator("base_url")
     @classmethod

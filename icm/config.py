@@ -8,27 +8,25 @@ the daemon receives only its own section (``AmiSettings``, ``RoutingSettings``, 
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     ConfigDict,
     Field,
-    SecretStr,
     ValidationError,
     field_validator,
 )
 
+from icm.config_errors import ConfigError, format_errors, printable
 from icm.numbers import NumberError, Numbers
-from icm.secrets import SecretError, read_secret, read_secrets
+from icm.secrets import SecretRef, WithSecrets, read_secrets
 from icm.sources import SourceSettings, installed_sources
 from icm.store import Store, open_store
 
@@ -71,15 +69,7 @@ SourceName = Annotated[str, AfterValidator(_known_source)]
 ExtensionOrRange = Annotated[str, AfterValidator(_extension_or_range)]
 
 
-class ConfigError(Exception):
-    """The configuration cannot be used. ``lines`` holds one message per problem."""
-
-    def __init__(self, lines: list[str]) -> None:
-        self.lines = lines
-        super().__init__("\n".join(lines))
-
-
-class _Section(BaseModel):
+class _Section(WithSecrets):
     # strict: TOML has real types; "yes" is not a boolean and "1500" is not a number.
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
@@ -88,15 +78,15 @@ class AmiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=5038, ge=1, le=65535)
     username: str = Field(default="icm", min_length=1)
-    secret_env: str = "ICM_AMI_SECRET"
-    secret_file: str | None = None
+    secret: SecretRef = SecretRef(env="ICM_AMI_SECRET")
     connect_timeout_s: float = Field(default=5.0, gt=0, le=60)
     action_timeout_s: float = Field(default=2.0, gt=0, le=60)
     keepalive_s: float = Field(default=5.0, gt=0, le=300)
     keepalive_timeout_s: float = Field(default=3.0, gt=0, le=60)
     reconnect_max_s: float = Field(default=30.0, ge=0.1, le=600)
-    # Filled from secret_env/secret_file after validation; never read from the file.
-    secret: SecretStr = Field(default=SecretStr(""), exclude=True)
+
+    def secrets(self) -> dict[str, str]:
+        return {"secret": "the AMI secret"}
 
     @field_validator("host")
     @classmethod
@@ -181,12 +171,11 @@ class ManagerSettings(_Section):
 
 class StoreSettings(_Section):
     url: str = "icm.db"
-    password_env: str = "ICM_REDIS_PASSWORD"
-    password_file: str | None = None
+    # Optional (Redis may need none): read only when the file is set or the variable is.
+    password: SecretRef = SecretRef(env="ICM_REDIS_PASSWORD")
+    optional_secrets: ClassVar[frozenset[str]] = frozenset({"password"})
     prefix: str = Field(default="icm:", min_length=1, max_length=64)
     timeout_ms: int = Field(default=500, ge=10, le=10_000)
-    # Filled from password_env/password_file (optional: Redis may need none).
-    password: SecretStr | None = Field(default=None, exclude=True)
 
     @field_validator("url")
     @classmethod
@@ -206,9 +195,12 @@ class StoreSettings(_Section):
             )
         return url
 
+    def secrets(self) -> dict[str, str]:
+        return {"password": "the store password"}
+
     def open(self) -> Store:
         """The store these settings name (not yet opened)."""
-        password = self.password.get_secret_value() if self.password else None
+        password = self.password.get_secret_value() or None
         return open_store(
             self.url, password=password, prefix=self.prefix, timeout_s=self.timeout_ms / 1000
         )
@@ -333,7 +325,7 @@ def from_dict(
     try:
         config = Config.model_validate({**raw, "path": path or Path(name)})
     except ValidationError as exc:
-        errors.extend(_format(exc, name))
+        errors.extend(format_errors(exc, name))
         config = None
     sources = _validate_sources(source_sections, name, errors)
     if config is None or errors:
@@ -347,11 +339,7 @@ def from_dict(
     config = config.model_copy(update={"sources": sources})
     _check_numbers(config, name, errors)
     _check_manager_ids(config, name, errors)
-    config = _with_store_password(config, name, environ, errors)
-    if ami_secret:
-        config = _with_secrets(config, name, environ, errors)
-    if source_secrets:
-        config = _with_source_secrets(config, name, environ, errors)
+    config = _with_secrets(config, name, environ, errors, ami=ami_secret, sources=source_secrets)
     if errors:
         raise ConfigError(errors)
     return config
@@ -366,7 +354,7 @@ def _validate_sources(sections: Any, name: str, errors: list[str]) -> dict[str, 
     for source, section in sections.items():
         if source not in known:
             errors.append(
-                f"{name}: sources.{_printable(source)}: unknown source "
+                f"{name}: sources.{printable(source)}: unknown source "
                 f"(expected one of: {', '.join(sorted(known))})"
             )
             continue
@@ -374,7 +362,7 @@ def _validate_sources(sections: Any, name: str, errors: list[str]) -> dict[str, 
             result[source] = known[source].Settings.model_validate(section)
         except ValidationError as exc:
             errors.extend(
-                _format(exc, name, prefix=("sources", source), model=known[source].Settings)
+                format_errors(exc, name, prefix=("sources", source), model=known[source].Settings)
             )
     return result
 
@@ -385,7 +373,7 @@ def _check_numbers(config: Config, name: str, errors: list[str]) -> None:
     for key, extension in config.managers.items():
         if not EXTENSION.match(key):
             errors.append(
-                f"{name}: managers.{_printable(key)}: {key!r} is not an extension (expected digits)"
+                f"{name}: managers.{printable(key)}: {key!r} is not an extension (expected digits)"
             )
         for i, mobile in enumerate(extension.mobiles):
             _check_number(numbers, mobile, f"{name}: managers.{key}.mobiles[{i}]", errors)
@@ -403,46 +391,31 @@ def _check_number(numbers: Numbers, value: str, where: str, errors: list[str]) -
         errors.append(f"{where}: {exc} (expected an extension or a phone number)")
 
 
-def _with_store_password(
-    config: Config, name: str, environ: Mapping[str, str], errors: list[str]
-) -> Config:
-    """The store's password, if it has one: optional in the environment, required from
-    ``password_file`` when that is set."""
-    store = config.store
-    if store.password_file is None and not environ.get(store.password_env):
-        return config
-    file = Path(store.password_file) if store.password_file else None
-    try:
-        password = read_secret("the store password", store.password_env, file, environ)
-    except SecretError as exc:
-        errors.append(f"{name}: store.password_file: {exc}")
-        return config
-    return config.model_copy(update={"store": store.model_copy(update={"password": password})})
-
-
 def _with_secrets(
-    config: Config, name: str, environ: Mapping[str, str], errors: list[str]
+    config: Config,
+    name: str,
+    environ: Mapping[str, str],
+    errors: list[str],
+    *,
+    ami: bool,
+    sources: bool,
 ) -> Config:
-    ami = config.ami
-    try:
-        file = Path(ami.secret_file) if ami.secret_file else None
-        secret = read_secret("the AMI secret", ami.secret_env, file, environ)
-    except SecretError as exc:
-        errors.append(f"{name}: ami.secret_env: {exc}")
-        return config
-    return config.model_copy(update={"ami": ami.model_copy(update={"secret": secret})})
-
-
-def _with_source_secrets(
-    config: Config, name: str, environ: Mapping[str, str], errors: list[str]
-) -> Config:
-    """Read the secrets of the active sources (the others may lack theirs)."""
-    sources = dict(config.sources)
-    for source in config.routing.sources:
-        settings, problems = read_secrets(config.source_settings(source), environ)
-        sources[source] = settings
-        errors.extend(f"{name}: sources.{source}.{key}: {text}" for key, text in problems)
-    return config.model_copy(update={"sources": sources})
+    """Read the secrets: the store's password (if it has one), the AMI secret, and those
+    of the active sources (the others may lack theirs)."""
+    sections: dict[str, _Section] = {"store": config.store}
+    if ami:
+        sections["ami"] = config.ami
+    update: dict[str, Any] = {}
+    for key, section in sections.items():
+        update[key], problems = read_secrets(section, environ)
+        errors.extend(f"{name}: {key}.{where}: {text}" for where, text in problems)
+    if sources:
+        update["sources"] = dict(config.sources)
+        for source in config.routing.sources:
+            settings, problems = read_secrets(config.source_settings(source), environ)
+            update["sources"][source] = settings
+            errors.extend(f"{name}: sources.{source}.{where}: {text}" for where, text in problems)
+    return config.model_copy(update=update)
 
 
 def _check_manager_ids(config: Config, name: str, errors: list[str]) -> None:
@@ -467,7 +440,7 @@ def _refuse_inline_secrets(raw: Mapping[str, Any], name: str, errors: list[str])
 
     def walk(node: Mapping[str, Any], trail: tuple[str, ...]) -> None:
         for key, value in node.items():
-            if isinstance(value, dict):
+            if isinstance(value, dict) and (key not in _SECRET_KEYS or not trail):
                 if len(trail) < 8:  # no section nests deeper; validation names the key
                     walk(value, (*trail, key))
             elif key in _SECRET_KEYS:
@@ -478,106 +451,3 @@ def _refuse_inline_secrets(raw: Mapping[str, Any], name: str, errors: list[str])
                 )
 
     walk(raw, ())
-
-
-def _format(
-    exc: ValidationError,
-    name: str,
-    prefix: tuple[str | int, ...] = (),
-    model: type[BaseModel] | None = None,
-) -> list[str]:
-    lines = []
-    for error in exc.errors(include_url=False):
-        loc = (*prefix, *error["loc"])
-        key = _dotted(loc) or "(top level)"
-        message = _explain(error)
-        if error["type"] == "extra_forbidden":
-            known = _keys_at(model or Config, error["loc"][:-1])
-            close = difflib.get_close_matches(str(error["loc"][-1]), known, n=1)
-            if close:
-                message = f"unknown key (did you mean {close[0]!r}?)"
-        lines.append(f"{name}: {key}: {message}")
-    return lines
-
-
-def _keys_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str]:
-    """The keys a section accepts, found by walking ``loc`` down from ``model``."""
-    current: Any = model
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        if isinstance(current, type) and issubclass(current, BaseModel):
-            field = current.model_fields.get(str(part))
-            if field is None:
-                return []
-            current = field.annotation
-        elif get_origin(current) is dict:
-            current = get_args(current)[1]
-        else:
-            return []
-    if get_origin(current) is dict:  # the section itself is a table of tables
-        current = get_args(current)[1]
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return list(current.model_fields)
-    return []
-
-
-def _dotted(loc: tuple[str | int, ...]) -> str:
-    out = ""
-    for part in loc:
-        if part == "[key]":  # pydantic's marker for a dict key that failed validation
-            continue
-        key = _printable(str(part))
-        out += f"[{part}]" if isinstance(part, int) else (f".{key}" if out else key)
-    return out
-
-
-def _printable(key: str) -> str:
-    """A key as written, or quoted when it holds line breaks or control characters (one
-    error stays one line)."""
-    return key if key.isprintable() else repr(key)
-
-
-def _explain(error: Mapping[str, Any]) -> str:
-    kind = error["type"]
-    given = error.get("input")
-    if kind == "extra_forbidden":
-        return "unknown key (check its spelling; see icm.toml.example for every key)"
-    if kind == "missing":
-        return "missing (this key is required)"
-    if kind == "value_error":
-        return str(error["ctx"]["error"])
-    expected = {
-        "int_type": "an integer",
-        "int_parsing": "an integer",
-        "int_from_float": "an integer",
-        "float_type": "a number",
-        "float_parsing": "a number",
-        "bool_type": "true or false",
-        "bool_parsing": "true or false",
-        "string_type": "a string in quotes",
-        "tuple_type": 'a list like ["a", "b"]',
-        "list_type": 'a list like ["a", "b"]',
-        "dict_type": "a table",
-        "model_type": "a table",
-        "model_attributes_type": "a table",
-    }.get(kind)
-    if expected:
-        return f"expected {expected}, got {given!r}"
-    ctx = error.get("ctx", {})
-    if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
-        bound = next(iter(ctx.values()))
-        words = {
-            "greater_than_equal": "at least",
-            "less_than_equal": "at most",
-            "greater_than": "more than",
-            "less_than": "less than",
-        }[kind]
-        return f"expected a value {words} {bound}, got {given!r}"
-    if kind == "string_pattern_mismatch":
-        return f"{given!r} does not have the expected form ({ctx.get('pattern')})"
-    if kind == "literal_error":
-        return f"expected {ctx.get('expected')}, got {given!r}"
-    if kind == "string_too_short":
-        return "must not be empty"
-    return f"{error['msg']} (got {given!r})"

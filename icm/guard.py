@@ -60,7 +60,6 @@ _POLL_S = 0.02  # how often an instance waiting for another instance's lookup lo
 class RemoteSourceSettings(SourceSettings):
     """Settings every remote source has (its own ``Settings`` extends these)."""
 
-    timeout_ms: int = Field(default=1000, ge=10, le=60_000)
     cache_ttl_s: float = Field(default=300.0, ge=0, le=86_400)
     negative_ttl_s: float = Field(default=60.0, ge=0, le=86_400)
     breaker_failures: int = Field(default=5, ge=1, le=1000)

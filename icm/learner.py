@@ -18,6 +18,7 @@ import collections
 import itertools
 import logging
 from collections.abc import Awaitable, Callable
+from typing import ClassVar
 
 from pydantic import Field
 
@@ -37,7 +38,7 @@ _Queued = tuple[str, str, str, float, str]  # uniqueid, number, extension, at, n
 class LearnSettings(SourceSettings):
     """``[sources.icmdb]``: how the ICM database answers, and what it learns."""
 
-    timeout_ms: int = Field(default=300, ge=10, le=60_000)
+    default_timeout_ms: ClassVar[int] = 300
     learn: bool = True
     min_talk_s: float = Field(default=5.0, ge=0, le=3600)
     retention_days: float = Field(default=180.0, gt=0, le=36_500)

@@ -15,8 +15,9 @@ skips the source for this call and asks the next one. Sources are found through 
 
 A source that asks a remote service sets ``remote = True``: ICM then wraps it in a
 cache, single-flight and circuit breaker (:mod:`icm.guard`), and its settings extend
-:class:`icm.guard.RemoteSourceSettings`. Secrets a source needs are named by
-:meth:`SourceSettings.secrets`; ICM reads them from ``<name>_env`` or ``<name>_file``.
+:class:`icm.guard.RemoteSourceSettings`. Secrets a source needs are
+:class:`~icm.secrets.SecretRef` fields named by its settings' ``secrets()``; ICM reads
+them from the ``<name>_env`` variable or the ``<name>_file`` file.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
+
+from icm.secrets import WithSecrets
 
 if TYPE_CHECKING:
     from icm.managers import Managers
@@ -60,23 +63,22 @@ class SourceSkipped(SourceError):
     limit): nothing was waited for."""
 
 
-class SourceSettings(BaseModel):
-    """Settings every source has; a source's own ``Settings`` extends it."""
+class SourceSettings(WithSecrets):
+    """Settings every source has; a source's own ``Settings`` extends it. A source sets
+    its own default lookup timeout with ``default_timeout_ms``; its secrets are
+    :class:`~icm.secrets.SecretRef` fields named by ``secrets()``."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    default_timeout_ms: ClassVar[int] = 1000
 
     timeout_ms: int = Field(default=1000, ge=10, le=60_000)
 
-    def secrets(self) -> dict[str, str]:
-        """The secrets these settings need, by name, with a description for messages
-        (``{"token": "the amoCRM long-lived token"}``). Each is read from the
-        ``<name>_env`` variable or the ``<name>_file`` file into the ``<name>`` field."""
-        return {}
-
-    def check_secrets(self) -> dict[str, str]:
-        """Problems with the secrets once read, by the ``*_env`` / ``*_file`` key that named
-        them (a webhook that is not a URL). Messages never quote a secret."""
-        return {}
+    @model_validator(mode="before")
+    @classmethod
+    def _own_default_timeout(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "timeout_ms" not in data:
+            return {**data, "timeout_ms": cls.default_timeout_ms}
+        return data
 
 
 @dataclass(frozen=True, slots=True)

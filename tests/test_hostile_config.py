@@ -199,7 +199,7 @@ def cases(tmp_path: Path) -> dict[str, tuple[str, str]]:
         "deep dotted keys": ("[" + ".".join(["a"] * 3000) + "]\n", "a: unknown key"),
         "secret file not UTF-8": (
             f'[ami]\nsecret_file = "{binary}"\n',
-            "ami.secret_env: file",
+            "ami.secret_file: file",
         ),
         "secret file name with NUL": ('[ami]\nsecret_file = "a\\u0000b"\n', "ami.secret_"),
         "AMI host with a too long label": (f'[ami]\nhost = "{"a" * 70}.example"\n', "ami.host"),
