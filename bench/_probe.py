@@ -40,7 +40,7 @@ def main(path: str) -> None:
                 "hints": len(daemon.presence._hints),
                 "learner_pending": learner.pending if learner else 0,
                 "learner_dropped": learner.dropped if learner else 0,
-                "numbers_cached": daemon.routing.numbers._cached.cache_info().currsize,
+                "numbers_cached": daemon.snapshot.numbers._cached.cache_info().currsize,
                 "gc_objects": len(gc.get_objects()),
             }
         )

@@ -44,11 +44,12 @@ sys.path.insert(0, str(ROOT))
 from _harness import percentile, report, tempdir  # noqa: E402
 
 from icm.config import Config, from_dict  # noqa: E402
-from icm.daemon import build_sources, freeze_startup_heap, source_context  # noqa: E402
+from icm.daemon import freeze_startup_heap  # noqa: E402
 from icm.dialing import DialStrings  # noqa: E402
 from icm.managers import Managers  # noqa: E402
 from icm.model import Presence, RouteRequest  # noqa: E402
 from icm.router import Router  # noqa: E402
+from icm.snapshot import build_sources, source_context  # noqa: E402
 from icm.store import SqliteStore, Store  # noqa: E402
 from tests.crm_fakes import FakeAmoCrm, FakeBitrix24  # noqa: E402
 
@@ -130,7 +131,7 @@ async def started_router(cfg: Config, store: Store) -> tuple[Router, list[Any]]:
         await source.start()
         await source.wait_ready(5)
     router = Router(
-        routing=cfg.routing,
+        settings=cfg.routing,
         sources=sources,
         numbers=numbers,
         managers=managers,

@@ -149,7 +149,7 @@ def _reload(args: argparse.Namespace) -> int:
 
 
 def _lookup(args: argparse.Namespace) -> int:
-    from icm.daemon import Routing
+    from icm.snapshot import Snapshot
     from icm.metrics import Metrics
     from icm.model import Presence, RouteRequest
 
@@ -158,23 +158,23 @@ def _lookup(args: argparse.Namespace) -> int:
 
     async def lookup(store: Store) -> int:
         # The daemon's own routing, with presence unknown (no AMI here).
-        routing = Routing.build(config, store, Metrics(), lambda ext: Presence.UNKNOWN)
-        await routing.start()
+        snapshot = Snapshot.build(config, store, Metrics(), lambda ext: Presence.UNKNOWN)
+        await snapshot.start()
         # Offline there is time to let the CRMs' user maps load (the daemon never waits).
         await asyncio.gather(
             *(
                 source.wait_ready(MAP_WAIT_S)  # type: ignore[attr-defined]
-                for source, _ in routing.sources
+                for source, _ in snapshot.sources
                 if hasattr(source, "wait_ready")
             )
         )
         try:
-            deadline = asyncio.get_running_loop().time() + routing.budget_s
-            decision = await routing.router.route(
+            deadline = asyncio.get_running_loop().time() + snapshot.timing.budget_s
+            decision = await snapshot.router.route(
                 RouteRequest(token="0", number=args.number, deadline=deadline)
             )
         finally:
-            await routing.close()
+            await snapshot.close()
         if args.json:
             print(json.dumps(decision.as_dict(), ensure_ascii=False, indent=2))
             return 0

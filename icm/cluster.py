@@ -30,11 +30,13 @@ def instance_name() -> str:
 
 
 class Claims:
-    """:param ttl_s: how long a claim lives (longer than any decision).
-    :param timeout_s: how long a claim may take before it is granted anyway. Under a burst
-        of calls, claims queue behind each other: this must be a good part of the lookup
-        budget, not a network round trip (the daemon gives it two thirds of the budget:
-        a store that hangs still leaves the sources a third of it).
+    """Claims calls in the shared store, so that one instance acts on each.
+
+    :param ttl_s: how long a claim lives (longer than any decision).
+
+    How long a claim may take before it is granted anyway is the caller's
+    :attr:`icm.model.Timing.claim_timeout_s`: under a burst of calls, claims queue behind
+    each other, so it is a good part of the lookup budget, not a network round trip.
     """
 
     def __init__(
@@ -44,30 +46,29 @@ class Claims:
         *,
         instance: str | None = None,
         ttl_s: float = 30.0,
-        timeout_s: float = 0.1,
     ) -> None:
         self.store = store
         self.metrics = metrics
         self.instance = instance or instance_name()
         self.ttl_s = ttl_s
-        self.timeout_s = timeout_s
         self._log = Throttled(log)
 
     async def route(self, request: RouteRequest) -> bool:
         """True if this instance answers ``request``."""
-        return await self._claim("route", f"claim:route:{request.token}")
+        key = f"claim:route:{request.token}"
+        return await self._claim("route", key, request.timing.claim_timeout_s)
 
-    async def learn(self, uniqueid: str) -> bool:
+    async def learn(self, uniqueid: str, timeout_s: float) -> bool:
         """True if this instance learns the call ``uniqueid``."""
-        return await self._claim("learn", f"claim:learn:{uniqueid}")
+        return await self._claim("learn", f"claim:learn:{uniqueid}", timeout_s)
 
-    async def _claim(self, kind: str, key: str) -> bool:
+    async def _claim(self, kind: str, key: str, timeout_s: float) -> bool:
         try:
-            async with asyncio.timeout(self.timeout_s):
+            async with asyncio.timeout(timeout_s):
                 won = await self.store.add(key, self.instance, self.ttl_s)
         except (StoreError, TimeoutError) as exc:
             self.metrics.claims.labels(kind, "unavailable").inc()
-            reason = str(exc) or f"no answer within {self.timeout_s * 1000:.0f} ms"
+            reason = str(exc) or f"no answer within {timeout_s * 1000:.0f} ms"
             self._log.warning("cannot claim a call in the store (%s): acting on it anyway", reason)
             return True
         self.metrics.claims.labels(kind, "won" if won else "lost").inc()

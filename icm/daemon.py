@@ -1,22 +1,26 @@
 """The daemon: builds every part from the configuration, joins them, starts and stops
 them in order, and reloads the routing settings without dropping a call. Open this first.
 
-From an AMI event to the action sent::
+One call, from the AMI event to the action sent (eight files)::
 
-    AmiClient (icm/ami/client.py)        bytes -> Message, keeps the link alive
-      -> Daemon._on_event                 dispatch by event name
-         UserEvent ICMRoute -> AmiEntry   (icm/entries/ami.py) builds a RouteRequest
-            -> Claims.route               (icm/cluster.py) one instance per call (Redis)
-            -> Router.route               (icm/router.py) asks the sources in order:
-               IcmDbSource.lookup         (connectors/icmdb.py) and any other source;
-               CRM sources (connectors/amocrm.py, bitrix24.py, megaplan.py) behind
-               GuardedSource              (icm/guard.py): cache, single-flight, breaker
-            -> AmiEntry._deliver          Setvar ICM_REPLY on the waiting channel
-         DeviceStateChange, ExtensionStatus -> PresenceTracker (icm/presence.py)
-         DialBegin, Bridge*, Hangup -> CallTracker (icm/calls.py) -> Learner (icm/learner.py) -> store
+    icm/ami/client.py     AmiClient: bytes -> Message (icm/ami/frames.py), link kept alive
+    icm/daemon.py         Daemon._on_event: dispatch by event name
+    icm/entries/ami.py    AmiEntry.on_user_event: UserEvent ICMRoute -> a RouteRequest with
+                          the current Snapshot (icm/snapshot.py: router, timing), claimed
+                          in a shared store first (Claims, icm/cluster.py)
+    icm/router.py         Router.route: normalise the number, ask the sources in order,
+                          check the answer, the exceptions and the manager's presence
+    connectors/icmdb.py   IcmDbSource.lookup: the store's binding for this number
+                          (CRM sources: connectors/amocrm.py ... behind GuardedSource,
+                          icm/guard.py: cache, single-flight, circuit breaker)
+    icm/model.py          the values passed along: RouteRequest, Answer, Decision, Timing
+    icm/entries/ami.py    AmiEntry._deliver: one Setvar ICM_REPLY on the waiting channel,
+                          never after the budget; icm/entries/base.py logs and counts it
 
-The same Router also serves ``GET /route`` (icm/entries/curl.py, for CURL()) and FastAGI
-(icm/entries/agi.py).
+Meanwhile: DeviceStateChange, ExtensionStatus -> PresenceTracker (icm/presence.py);
+DialBegin, Bridge*, Hangup -> CallTracker (icm/calls.py) -> Learner (icm/learner.py)
+-> store. The same Router serves ``GET /route`` (icm/entries/curl.py, for CURL()) and
+FastAGI (icm/entries/agi.py).
 """
 
 from __future__ import annotations
@@ -28,8 +32,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
 
 from icm import __version__
 from icm.ami.client import AmiActionError, AmiClient, AmiError
@@ -37,20 +40,15 @@ from icm.ami.frames import Message
 from icm.calls import CallTracker
 from icm.cluster import Claims
 from icm.config import Config, ConfigError, load, split_host_port
-from icm.dialing import DialStrings
 from icm.entries.agi import AgiEntry
 from icm.entries.ami import AmiEntry
 from icm.entries.curl import HttpEntry
-from icm.guard import guard
 from icm.http_server import HttpServer
 from icm.learner import Learner, LearnSettings
 from icm.logs import Throttled
-from icm.managers import Managers
 from icm.metrics import Metrics
-from icm.numbers import Numbers
 from icm.presence import PresenceTracker
-from icm.router import Router
-from icm.sources import Source, SourceContext, SourceSettings, installed_sources
+from icm.snapshot import Snapshot
 from icm.store import Store, StoreError, is_shared
 
 log = logging.getLogger(__name__)
@@ -61,85 +59,12 @@ HEALTH_S = 2.0  # how often the store is checked
 RESTART_ONLY = ("ami", "store", "http", "agi")
 
 
-def dialplan_wait(budget_s: float) -> float:
-    """How long the dialplan waits for an answer (global ICM_WAIT): the lookup budget plus
-    a margin for the answer's way back."""
-    return round(budget_s + max(0.3, budget_s * 0.2), 2)
-
-
 def freeze_startup_heap() -> None:
     """Move what start-up allocated (phone number metadata, settings models, libraries)
     out of the garbage collector's sight: full collections then walk only what calls
     allocate, which keeps their pauses out of the decision latency's tail."""
     gc.collect()
     gc.freeze()
-
-
-def build_sources(config: Config, context: SourceContext) -> list[tuple[Source, SourceSettings]]:
-    """The active sources, in order, each with its settings; remote ones (CRMs) behind a
-    cache, single-flight and circuit breaker (:func:`icm.guard.guard`)."""
-    known = installed_sources()
-    chain = []
-    for name in config.routing.sources:
-        settings = config.source_settings(name)
-        chain.append((guard(known[name](settings, context), settings, context), settings))
-    return chain
-
-
-def source_context(
-    config: Config, store: Store, numbers: Numbers, managers: Managers, metrics: Metrics | None
-) -> SourceContext:
-    """What the sources get: the store (shared by instances when it is Redis) and the rest."""
-    shared = is_shared(config.store.url)
-    return SourceContext(store, numbers, managers, shared=shared, metrics=metrics)
-
-
-@dataclass(frozen=True, slots=True)
-class Routing:
-    """Everything a reload replaces: built whole from a configuration, then swapped in."""
-
-    config: Config
-    numbers: Numbers
-    managers: Managers
-    dial: DialStrings
-    context: SourceContext
-    sources: list[tuple[Source, SourceSettings]]
-    router: Router
-
-    @classmethod
-    def build(
-        cls, config: Config, store: Store, metrics: Metrics, presence: Callable[[str], object]
-    ) -> Routing:
-        numbers = config.numbers()
-        managers = Managers.from_config(config, numbers)
-        dial = DialStrings(config.dial, numbers)
-        context = source_context(config, store, numbers, managers, metrics)
-        sources = build_sources(config, context)
-        router = Router(
-            routing=config.routing,
-            sources=sources,
-            numbers=numbers,
-            managers=managers,
-            dial=dial,
-            presence=presence,  # type: ignore[arg-type]
-            metrics=metrics,
-        )
-        return cls(config, numbers, managers, dial, context, sources, router)
-
-    @property
-    def budget_s(self) -> float:
-        return self.config.routing.lookup_budget_ms / 1000
-
-    async def start(self) -> None:
-        for source, _ in self.sources:
-            await source.start()
-
-    async def close(self) -> None:
-        for source, _ in self.sources:
-            try:
-                await source.close()
-            except Exception:
-                log.exception("source %s failed to close", source.name)
 
 
 class Daemon:
@@ -155,55 +80,36 @@ class Daemon:
         store: Store | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
-        self.config = config
+        self.config = config  # as started: [ami], [store], [http], [agi] need a restart
         self.environ = environ if environ is not None else {}
         self.metrics = metrics or Metrics()
         self.store = store or config.store.open()
         self.shared = is_shared(config.store.url)
-        budget_s = config.routing.lookup_budget_ms / 1000
-        self.claims = (
-            Claims(self.store, self.metrics, timeout_s=budget_s * 2 / 3) if self.shared else None
-        )
-        self.presence = PresenceTracker(lambda ext: self.routing.dial.device(ext))
-        self.routing = Routing.build(config, self.store, self.metrics, self.presence.state)
+        self.claims = Claims(self.store, self.metrics) if self.shared else None
+        self.presence = PresenceTracker(lambda ext: self.snapshot.dial.device(ext))
+        # The one thing a reload replaces; each request keeps the one it started with.
+        self.snapshot = Snapshot.build(config, self.store, self.metrics, self.presence.state)
         self.ami = AmiClient(
             config.ami, self._on_event, on_login=self._after_login, metrics=self.metrics
         )
-        router, budget_s = self.routing.router, self.routing.budget_s
-        dial_timeout_s = config.routing.dial_timeout_s
-        self.entry = AmiEntry(
-            self.ami,
-            router,
-            budget_s=budget_s,
-            dial_timeout_s=dial_timeout_s,
-            metrics=self.metrics,
-            claim=self.claims.route if self.claims else None,
-        )
-        self.http_entry = HttpEntry(
-            router, budget_s=budget_s, dial_timeout_s=dial_timeout_s, metrics=self.metrics
-        )
-        self.agi = AgiEntry(
-            config.agi,
-            router,
-            budget_s=budget_s,
-            dial_timeout_s=dial_timeout_s,
-            metrics=self.metrics,
-        )
+        current = self._current
+        claim = self.claims.route if self.claims else None
+        self.entry = AmiEntry(self.ami, current, metrics=self.metrics, claim=claim)
+        self.http_entry = HttpEntry(current, metrics=self.metrics)
+        self.agi = AgiEntry(config.agi, current, metrics=self.metrics)
         self.learner: Learner | None = None
         icmdb = config.source_settings("icmdb")
-        assert isinstance(icmdb, LearnSettings)
-        if icmdb.learn:
+        if isinstance(icmdb, LearnSettings) and icmdb.learn:
             self.learner = Learner(
                 icmdb,
                 self.store,
-                self.routing.numbers,
-                self.routing.managers,
-                claim=self.claims.learn if self.claims else None,
+                current,
+                claim=self._claim_learning if self.claims else None,
                 on_learned=self._learned,
                 on_store_error=lambda: self.metrics.store_errors.labels("learn").inc(),
             )
         self.tracker = CallTracker(
-            lambda channel: self.routing.dial.extension_of_channel(channel),
+            lambda channel: self.snapshot.dial.extension_of_channel(channel),
             self.learner.on_finished if self.learner is not None else _ignore,
         )
         self.http = HttpServer(config.http, self.metrics, self.readiness)
@@ -219,57 +125,79 @@ class Daemon:
             "Hangup": [self.tracker.on_hangup],
         }
         self._handler_log = Throttled(log)
-        self._tasks: list[asyncio.Task[None]] = []
+        self._stack = contextlib.AsyncExitStack()
         self._reloading = asyncio.Lock()
         self.store_ok = False
         self.resyncs = 0  # completed presence resynchronisations (one per login)
 
+    def _current(self) -> Snapshot:
+        return self.snapshot
+
+    async def _claim_learning(self, uniqueid: str) -> bool:
+        assert self.claims is not None
+        return await self.claims.learn(uniqueid, self.snapshot.timing.claim_timeout_s)
+
     # -- life cycle ---------------------------------------------------------------------
     async def start(self) -> None:
-        """Open the store, start the sources, the HTTP and AGI sides and the AMI link."""
-        routing = self.config.routing
+        """Open the store, start the sources, the learner, the HTTP and AGI sides and the
+        AMI link. Each part started is registered to be stopped, in reverse order; if one
+        fails to start, those already started are stopped and the error is raised."""
         log.info(
             "ICM %s starting: sources %s, %d managers, store %s%s",
             __version__,
-            ", ".join(routing.sources) or "(none)",
-            len(self.routing.managers),
+            ", ".join(self.config.routing.sources) or "(none)",
+            len(self.snapshot.managers),
             self.store,
             " (shared: per-call claims on)" if self.shared else "",
         )
+        try:
+            await self._start_parts()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        freeze_startup_heap()
+
+    async def _start_parts(self) -> None:
+        stack = self._stack
+        stack.push_async_callback(self._unfreeze)
         await self.store.open()
+        stack.push_async_callback(_carry_on, "the store", self.store.close)
         await self._check_store()
-        await self.routing.start()
+        await self.snapshot.start()
+        stack.push_async_callback(_carry_on, "the sources", lambda: self.snapshot.close())
         if self.learner is not None:
             self.learner.start()
+            stack.push_async_callback(_carry_on, "the learner", self.learner.close)
         if self.config.http.enabled:
             await self.http.start()
+            stack.push_async_callback(_carry_on, "HTTP", self.http.stop)
             log.info("HTTP: /metrics /healthz /readyz /route on %s", self.config.http.listen)
         if self.config.agi.enabled:
             await self.agi.start()
             log.info("FastAGI: agi://%s/route", self.config.agi.listen)
-        self._tasks.append(self.ami.start())
-        self._tasks.append(asyncio.create_task(self._maintenance(), name="maintenance"))
-        self._tasks.append(asyncio.create_task(self._health(), name="health"))
-        freeze_startup_heap()
+        stack.push_async_callback(_carry_on, "FastAGI", self.agi.stop, 0.0)
+        tasks = [
+            self.ami.start(),
+            asyncio.create_task(self._maintenance(), name="maintenance"),
+            asyncio.create_task(self._health(), name="health"),
+        ]
+        stack.push_async_callback(_carry_on, "the background tasks", _cancel, tasks)
+        stack.push_async_callback(_carry_on, "AMI", self.ami.close)
 
     async def stop(self) -> None:
-        """Take no new calls, let those in flight finish within the lookup budget, write
-        what was learned, then close AMI, sources, HTTP and the store."""
+        """Take no new calls, let those in flight finish within the lookup budget, then
+        stop every part in the reverse order of its start (AMI, background tasks, AGI,
+        HTTP, the learner writing what it holds, the sources, the store), carrying on past
+        a part that fails to stop."""
         log.info("ICM stopping: %d calls in flight", self.entry.in_flight)
-        grace = self.routing.budget_s + 0.5
+        grace = self.snapshot.timing.budget_s + 0.5
         self.http_entry.accepting = False
         await asyncio.gather(self.entry.drain(grace), self.agi.stop(grace))
-        await self.ami.close()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.learner is not None:
-            await self.learner.close()
-        await self.routing.close()
-        await self.http.stop()
-        await self.store.close()
-        gc.unfreeze()  # what start-up froze may be collected again
+        await self._stack.aclose()
         log.info("ICM stopped")
+
+    async def _unfreeze(self) -> None:
+        gc.unfreeze()  # what start-up froze may be collected again
 
     async def run(self) -> None:
         """Start, serve until SIGTERM or SIGINT (SIGHUP reloads), stop."""
@@ -306,32 +234,22 @@ class Daemon:
             for section in RESTART_ONLY:
                 if getattr(config, section) != getattr(self.config, section):
                     log.warning("reload: [%s] changed; it takes effect after a restart", section)
-            routing = Routing.build(config, self.store, self.metrics, self.presence.state)
-            await routing.start()
-            old, self.routing = self.routing, routing
-            self.config = config.model_copy(
-                update={section: getattr(self.config, section) for section in RESTART_ONLY}
-            )
-            budget_s, dial_timeout_s = routing.budget_s, config.routing.dial_timeout_s
-            for entry in (self.entry, self.http_entry, self.agi):
-                entry.router = routing.router
-                entry.budget_s = budget_s
-                entry.dial_timeout_s = dial_timeout_s
-            if self.learner is not None:
-                self.learner.numbers, self.learner.managers = routing.numbers, routing.managers
+            snapshot = Snapshot.build(config, self.store, self.metrics, self.presence.state)
+            await snapshot.start()
+            old, self.snapshot = self.snapshot, snapshot
             logging.getLogger().setLevel(config.log.level.upper())
             self.metrics.reloads.labels("applied").inc()
             log.info(
                 "reloaded %s: sources %s, %d managers",
                 config.path,
                 ", ".join(config.routing.sources) or "(none)",
-                len(routing.managers),
+                len(snapshot.managers),
             )
             if self.ami.logged_in:
                 with contextlib.suppress(AmiError):
                     await self._publish_wait()
         # Calls in flight may still be asking the old sources.
-        await asyncio.sleep(old.budget_s)
+        await asyncio.sleep(old.timing.budget_s)
         await old.close()
         return []
 
@@ -355,7 +273,7 @@ class Daemon:
             "ami": "logged in" if self.ami.logged_in else "not connected",
             "store": "ok" if self.store_ok else "unavailable",
             "learn_buffer": self.learner.pending if self.learner else 0,
-            "sources": list(self.config.routing.sources),
+            "sources": list(self.snapshot.config.routing.sources),
             "in_flight": self.entry.in_flight + self.agi.in_flight,
             "devices": self.presence.counts(),
             "pid": os.getpid(),
@@ -411,7 +329,7 @@ class Daemon:
     async def _publish_wait(self) -> None:
         """Globals the shipped dialplan reads: how long to wait, where the AGI and HTTP
         entries listen."""
-        wait = dialplan_wait(self.routing.budget_s)
+        wait = self.snapshot.timing.dialplan_wait_s
         published = {"ICM_WAIT": f"{wait:.2f}"}
         if self.config.http.enabled:
             published["ICM_URL"] = f"http://{_reachable(self.config.http.listen, self.http.port)}"
@@ -433,8 +351,9 @@ class Daemon:
             dropped = self.tracker.sweep()
             if dropped:
                 log.info("forgot %d calls whose end was never seen", dropped)
-            icmdb = self.config.source_settings("icmdb")
-            assert isinstance(icmdb, LearnSettings)
+            icmdb = self.snapshot.config.source_settings("icmdb")
+            if not isinstance(icmdb, LearnSettings):
+                continue
             try:
                 purged = await self.store.purge_learned(time.time() - icmdb.retention_days * 86400)
             except StoreError as exc:
@@ -456,3 +375,17 @@ def _reachable(listen: str, bound_port: int) -> str:
 
 def _ignore(uniqueid: str, conversations: list[object]) -> None:
     """Learning is off: finished calls teach nothing."""
+
+
+async def _carry_on(what: str, stop: Callable[..., Awaitable[object]], *args: object) -> None:
+    """Stop one part; a failure is logged and the other parts still stop."""
+    try:
+        await stop(*args)
+    except Exception:
+        log.exception("stopping %s failed; stopping the rest", what)
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

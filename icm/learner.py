@@ -18,7 +18,7 @@ import collections
 import itertools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 from pydantic import Field
 
@@ -48,9 +48,20 @@ class LearnSettings(SourceSettings):
 Learned = Callable[[str, str], None]
 
 
+class Directory(Protocol):
+    """Who the managers are and how numbers are read (the daemon's current snapshot)."""
+
+    @property
+    def numbers(self) -> Numbers: ...
+
+    @property
+    def managers(self) -> Managers: ...
+
+
 class Learner:
     """Turns finished calls into learned bindings.
 
+    :param directory: the current managers and number rules (they change on reload).
     :param claim: called with the call's uniqueid before writing; False means another
         instance learns this call (several instances watching one Asterisk).
     :param on_learned: called with (number, extension) after each write (metrics, logs).
@@ -60,8 +71,7 @@ class Learner:
         self,
         settings: LearnSettings,
         store: Store,
-        numbers: Numbers,
-        managers: Managers,
+        directory: Callable[[], Directory],
         *,
         claim: Callable[[str], Awaitable[bool]] | None = None,
         on_learned: Learned | None = None,
@@ -69,8 +79,7 @@ class Learner:
     ) -> None:
         self.settings = settings
         self.store = store
-        self.numbers = numbers
-        self.managers = managers
+        self._directory = directory
         self._claim = claim
         self._on_learned = on_learned
         self._on_store_error = on_store_error
@@ -87,17 +96,19 @@ class Learner:
 
     def choose(self, conversations: list[Conversation]) -> tuple[str, str, float, str] | None:
         """(number, extension, when, note) to learn from a finished call, or None."""
+        directory = self._directory()
+        managers, numbers = directory.managers, directory.numbers
         for talk in reversed(conversations):
             if talk.seconds < self.settings.min_talk_s:
                 continue
-            if self.managers.is_exception(talk.extension):
+            if managers.is_exception(talk.extension):
                 continue
-            if self.managers.get(talk.extension) is None:
+            if managers.get(talk.extension) is None:
                 continue
-            number = self.numbers.normalise(talk.number)
-            if isinstance(number, Skip) or self.managers.owner_of_mobile(number):
+            number = numbers.normalise(talk.number)
+            if isinstance(number, Skip) or managers.owner_of_mobile(number):
                 return None
-            if self.managers.is_exception(number):
+            if managers.is_exception(number):
                 return None
             note = f"{'outbound' if talk.outbound else 'inbound'} call, {talk.seconds:.0f} s"
             return number, talk.extension, talk.ended, note

@@ -35,12 +35,50 @@ class Presence(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class Timing:
+    """The time limits of one request, fixed when it arrives: the lookup budget (the
+    longest a caller waits for the daemon), the dial timeout sent with the answer, and
+    what follows from the budget."""
+
+    budget_s: float
+    dial_timeout_s: int
+
+    @property
+    def delivery_s(self) -> float:
+        """Time kept at the end of the budget to deliver the answer."""
+        return min(0.05, self.budget_s / 10)
+
+    @property
+    def claim_timeout_s(self) -> float:
+        """How long claiming a call in a shared store may take before it is granted
+        anyway: two thirds of the budget (claims queue behind each other under a burst;
+        a store that hangs still leaves the sources a third)."""
+        return self.budget_s * 2 / 3
+
+    @property
+    def dialplan_wait_s(self) -> float:
+        """How long the dialplan waits for an answer (global ICM_WAIT): the lookup budget
+        plus a margin for the answer's way back."""
+        return round(self.budget_s + max(0.3, self.budget_s * 0.2), 2)
+
+    def deadline(self, received: float) -> float:
+        """When the decision must be made (loop time) for a request received then."""
+        return received + self.budget_s - self.delivery_s
+
+    def send_by(self, received: float) -> float:
+        """After this (loop time) no answer is sent: the dialplan has gone on."""
+        return received + self.budget_s
+
+
+@dataclass(frozen=True, slots=True)
 class RouteRequest:
     """One request from the dialplan: "who serves this caller?".
 
     :param token: the dialplan's own token; the answer carries it back.
     :param number: the raw number to look up (the caller ID unless the scenario gave one).
-    :param deadline: loop time after which no answer may be sent.
+    :param received: loop time it arrived.
+    :param deadline: loop time by which the decision must be made (0: none).
+    :param timing: the time limits it keeps until its answer, whatever a reload changes.
     """
 
     token: str
@@ -49,6 +87,7 @@ class RouteRequest:
     channel: str = ""
     received: float = 0.0
     deadline: float = 0.0
+    timing: Timing = Timing(1.5, 20)
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,12 +56,16 @@ class _Asked:
 
 
 class Router:
-    """:param presence: the presence of an extension (``PresenceTracker.state``)."""
+    """Turns a routing request into a decision: who serves this caller, and can he take
+    the call.
+
+    :param presence: the presence of an extension (``PresenceTracker.state``).
+    """
 
     def __init__(
         self,
         *,
-        routing: RoutingSettings,
+        settings: RoutingSettings,
         sources: Sequence[tuple[Source, SourceSettings]],
         numbers: Numbers,
         managers: Managers,
@@ -69,7 +73,7 @@ class Router:
         presence: Callable[[str], Presence],
         metrics: Metrics | None = None,
     ) -> None:
-        self.routing = routing
+        self.settings = settings
         self.sources = list(sources)
         self.numbers = numbers
         self.managers = managers
@@ -106,7 +110,7 @@ class Router:
         self, number: str, deadline: float, steps: list[Step]
     ) -> tuple[_Found | None, bool]:
         """Ask the sources; (first acceptable answer, whether the budget cut)."""
-        if self.routing.lookup == "parallel" and len(self.sources) > 1:
+        if self.settings.lookup == "parallel" and len(self.sources) > 1:
             return await self._ask_parallel(number, deadline, steps)
         for index, (source, settings) in enumerate(self.sources):
             asked = await self._ask_one(source, settings, number, deadline)
@@ -223,33 +227,42 @@ class Router:
         if answer.user is not None or answer.email:
             mapped = self.managers.by_user(source, answer.user, answer.email)
         if answer.extension is not None or mapped is not None:
-            ext = answer.extension if answer.extension is not None else ""
-            manager = self.managers.get(ext) if ext else None
-            if manager is None and mapped is not None:
-                manager, ext = mapped, mapped.extension
-            if self.managers.is_exception(ext):
-                return None, "exception", f"extension {ext} is an exception{detail}"
-            if manager is None:
-                return None, "invalid", f"extension {ext!r} is not a manager's{detail}"
-            if answer.name and not manager.name:
-                manager = Manager(manager.extension, answer.name, manager.mobiles)
-            return _Found(source, answer, manager, None), "answered", f"manager {ext}{detail}"
+            return self._accept_extension(source, answer, mapped, detail)
         if answer.number is not None:
-            number = self.numbers.normalise(answer.number)
-            if isinstance(number, Skip):
-                return None, "invalid", f"{answer.number!r} is not a phone number{detail}"
-            if self.managers.is_exception(number):
-                return None, "exception", f"number {number} is an exception{detail}"
-            return _Found(source, answer, None, number), "answered", f"number {number}{detail}"
+            return self._accept_number(source, answer, answer.number, detail)
         who = answer.name or answer.user or "a manager"
-        return (
-            _Found(source, answer, None, None),
-            "answered",
-            f"{who} has no extension on this PBX{detail}",
-        )
+        unconnected = _Found(source, answer, None, None)
+        return unconnected, "answered", f"{who} has no extension on this PBX{detail}"
+
+    def _accept_extension(
+        self, source: str, answer: Answer, mapped: Manager | None, detail: str
+    ) -> tuple[_Found | None, str, str]:
+        """An answer naming an extension, or a CRM user mapped to one."""
+        ext = answer.extension if answer.extension is not None else ""
+        manager = self.managers.get(ext) if ext else None
+        if manager is None and mapped is not None:
+            manager, ext = mapped, mapped.extension
+        if self.managers.is_exception(ext):
+            return None, "exception", f"extension {ext} is an exception{detail}"
+        if manager is None:
+            return None, "invalid", f"extension {ext!r} is not a manager's{detail}"
+        if answer.name and not manager.name:
+            manager = Manager(manager.extension, answer.name, manager.mobiles)
+        return _Found(source, answer, manager, None), "answered", f"manager {ext}{detail}"
+
+    def _accept_number(
+        self, source: str, answer: Answer, raw: str, detail: str
+    ) -> tuple[_Found | None, str, str]:
+        """An answer naming an external phone number."""
+        number = self.numbers.normalise(raw)
+        if isinstance(number, Skip):
+            return None, "invalid", f"{raw!r} is not a phone number{detail}"
+        if self.managers.is_exception(number):
+            return None, "exception", f"number {number} is an exception{detail}"
+        return _Found(source, answer, None, number), "answered", f"number {number}{detail}"
 
     def _decide(self, number: str, found: _Found | None, cut: bool) -> Decision:
-        routing = self.routing
+        routing = self.settings
         if found is None:
             if cut:
                 return Decision(Status.TIMEOUT, number=number, reason="lookup budget spent")
@@ -294,7 +307,7 @@ class Router:
         return base
 
     def _default(self, decision: Decision) -> Decision:
-        target = self.routing.default_number
+        target = self.settings.default_number
         if target:
             decision.dial = self.dial.default(target)
             decision.reason += f"; ringing the default number {target}"

@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from icm.config import Config, from_dict
-from icm.daemon import build_sources, source_context
 from icm.dialing import DialStrings
 from icm.managers import Managers
 from icm.model import Decision, Presence, RouteRequest
 from icm.router import Router
+from icm.snapshot import build_sources, source_context
 from icm.store import Store
 
 from .conftest import deep_merge
@@ -84,7 +84,7 @@ def make_router(config: Config, store: Store, presence: dict[str, Presence] | No
     sources = build_sources(config, source_context(config, store, numbers, managers, None))
     states = presence or {}
     router = Router(
-        routing=config.routing,
+        settings=config.routing,
         sources=sources,
         numbers=numbers,
         managers=managers,

@@ -43,7 +43,7 @@ class SlowSource:
 
 
 def use_sources(daemon, *sources):
-    daemon.routing.router.sources = [(s, SourceSettings(timeout_ms=5000)) for s in sources]
+    daemon.snapshot.router.sources = [(s, SourceSettings(timeout_ms=5000)) for s in sources]
 
 
 def setvars(pbx):
@@ -169,7 +169,7 @@ async def test_manager_not_connected_goes_to_the_default_number(pbx, make_config
     use_sources(daemon, SlowSource(Answer(user="5550001", name="Olga"), 0))
     placed = await call(pbx)
     assert placed.dials == [("SIP/101", "ANSWER")]
-    daemon.routing.router.routing = daemon.routing.router.routing.model_copy(
+    daemon.snapshot.router.settings = daemon.snapshot.router.settings.model_copy(
         update={"default_number": ""}
     )
     placed = await call(pbx)
@@ -354,7 +354,7 @@ async def test_the_decision_log_says_why_a_source_was_skipped(pbx, icm, caplog):
 
     caplog.set_level(logging.INFO, logger="icm.decision")
     await icm.store.learn(CLIENT, "101", time.time())
-    use_sources(icm, FailingSource(), icm.routing.sources[0][0])
+    use_sources(icm, FailingSource(), icm.snapshot.sources[0][0])
     await call(pbx)
     [line] = [r.getMessage() for r in caplog.records if r.name == "icm.decision"]
     assert "steps=crm:error:" in line and "(HTTP 500) icmdb:answered:" in line

@@ -2,6 +2,7 @@
 the same variables and the same outcomes as the AMI entry."""
 
 import asyncio
+import dataclasses
 import time
 
 import aiohttp
@@ -193,6 +194,7 @@ async def test_http_route_answers(icm):
         async with session.get(base, params={"number": CLIENT}) as response:
             assert response.status == 500 and await response.text() == ""
         icm.http_entry.metrics = icm.metrics
-        icm.http_entry.router = None  # the router fails: 500, never an error text with 200
+        broken = dataclasses.replace(icm.snapshot, router=None)
+        icm.http_entry.current = lambda: broken  # the router fails: 500, never text with 200
         async with session.get(base, params={"number": CLIENT}) as response:
             assert response.status == 500 and await response.text() == ""

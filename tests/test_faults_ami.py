@@ -41,9 +41,9 @@ async def icm(pbx, make_config, start_daemon):
     pbx.register("101", "102", "103")
     daemon = await start_daemon(make_config(pbx.port))
     for number, extension in CLIENTS.items():
-        await daemon.store.learn(daemon.routing.numbers.parse(number), extension, time.time())
-    source, settings = daemon.routing.sources[0]
-    daemon.routing.router.sources = [(DelayedIcmDb(source, 0.15), settings)]
+        await daemon.store.learn(daemon.snapshot.numbers.parse(number), extension, time.time())
+    source, settings = daemon.snapshot.sources[0]
+    daemon.snapshot.router.sources = [(DelayedIcmDb(source, 0.15), settings)]
     return daemon
 
 

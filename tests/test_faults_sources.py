@@ -49,11 +49,11 @@ async def with_crm(icm):
 
     async def use(url: str, timeout_ms: int = 250, max_body_bytes: int = 64 * 1024):
         settings = HttpTestSettings(url=url, timeout_ms=timeout_ms, max_body_bytes=max_body_bytes)
-        crm = HttpTestSource(settings, icm.routing.context)
+        crm = HttpTestSource(settings, icm.snapshot.context)
         await crm.start()
         made.append(crm)
-        icmdb = icm.routing.sources[0]
-        icm.routing.router.sources = [(crm, settings), icmdb]
+        icmdb = icm.snapshot.sources[0]
+        icm.snapshot.router.sources = [(crm, settings), icmdb]
         return crm
 
     yield use

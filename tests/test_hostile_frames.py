@@ -10,6 +10,7 @@ import asyncio
 import logging
 import math
 import time
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given
@@ -385,8 +386,7 @@ async def test_a_flood_of_calls_while_the_store_is_down_is_logged_once(tmp_path,
     learner = Learner(
         LearnSettings(buffer=10, min_talk_s=0),
         store,
-        Numbers("RU", "495"),
-        Managers([Manager("101")]),
+        lambda: SimpleNamespace(numbers=Numbers("RU", "495"), managers=Managers([Manager("101")])),
     )
     learner.start()
     now = time.time()

@@ -4,6 +4,7 @@ order across a store failure, and learns only the calls its claim allows."""
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 
 from icm.calls import Conversation
 from icm.learner import Learner, LearnSettings
@@ -33,8 +34,9 @@ def learner(store, **kwargs) -> tuple[Learner, list[tuple[str, str]]]:
     made = Learner(
         LearnSettings(min_talk_s=0),
         store,
-        Numbers("RU", "495"),
-        Managers([Manager("101"), Manager("102")]),
+        lambda: SimpleNamespace(
+            numbers=Numbers("RU", "495"), managers=Managers([Manager("101"), Manager("102")])
+        ),
         on_learned=lambda number, ext: learned.append((number, ext)),
         **kwargs,
     )

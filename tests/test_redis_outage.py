@@ -56,7 +56,7 @@ async def test_routing_goes_on_while_redis_is_down(pbx, own_redis, make_config, 
 
 
 async def test_explanation_says_why_icmdb_was_skipped(own_redis, make_config, tmp_path):
-    from icm.daemon import Routing
+    from icm.snapshot import Snapshot
     from icm.metrics import Metrics
     from icm.model import RouteRequest
 
@@ -64,11 +64,11 @@ async def test_explanation_says_why_icmdb_was_skipped(own_redis, make_config, tm
     store = config.store.open()
     await store.open()
     own_redis.stop()
-    routing = Routing.build(config, store, Metrics(), lambda ext: None)
+    snapshot = Snapshot.build(config, store, Metrics(), lambda ext: None)
     import asyncio
 
     loop = asyncio.get_running_loop()
-    decision = await routing.router.route(
+    decision = await snapshot.router.route(
         RouteRequest("1", "89161234567", deadline=loop.time() + 0.5)
     )
     [step] = decision.steps

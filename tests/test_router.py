@@ -49,7 +49,7 @@ def make_router(*sources, presence=None, **routing):
     numbers = config.numbers()
     states = presence or {}
     return Router(
-        routing=config.routing,
+        settings=config.routing,
         sources=[(s, s.settings) for s in sources],
         numbers=numbers,
         managers=Managers.from_config(config, numbers),
@@ -294,7 +294,7 @@ async def test_crm_user_is_mapped_to_his_extension_and_inactive_is_no_answer():
 
     def router_for(*sources):
         return Router(
-            routing=config.routing,
+            settings=config.routing,
             sources=[(s, s.settings) for s in sources],
             numbers=numbers,
             managers=Managers.from_config(config, numbers),

@@ -112,9 +112,9 @@ async def test_secrets_never_leak(pbx, tmp_path, caplog, start_daemon, monkeypat
         await daemon.store.learn("+79161234567", "101", time.time())
         for path in ("/500", "/429", "/garbage", "/huge", "/close", "/hang", "/ok"):
             settings = HttpTestSettings(url=crm_server.url(path), timeout_ms=200)
-            crm = HttpTestSource(settings, daemon.routing.context)
+            crm = HttpTestSource(settings, daemon.snapshot.context)
             await crm.start()
-            daemon.routing.router.sources = [(crm, settings), daemon.routing.sources[0]]
+            daemon.snapshot.router.sources = [(crm, settings), daemon.snapshot.sources[0]]
             try:
                 async with asyncio.timeout(0.3):  # the router's job, done here by hand
                     await crm.lookup("+79161234567")
@@ -125,7 +125,7 @@ async def test_secrets_never_leak(pbx, tmp_path, caplog, start_daemon, monkeypat
             for caller in ("89161234567", "+7 903 555 00 00", "anonymous"):
                 await pbx.call(caller)
             await crm.close()
-        daemon.routing.router.sources = [daemon.routing.sources[0]]
+        daemon.snapshot.router.sources = [daemon.snapshot.sources[0]]
         assert set(crm_server.authorizations) == {f"Bearer {CRM_TOKEN}"}  # it was used
         pbx.ami.drop()
         await until(lambda: pbx.ami.logins == 2 and daemon.resyncs == 2, timeout=5)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from panoramisk.fast_agi import Request
 
@@ -23,7 +24,7 @@ from icm.config import AgiSettings, split_host_port
 from icm.entries.base import Entry, decide, record
 from icm.logs import Throttled
 from icm.metrics import Metrics
-from icm.router import Router
+from icm.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +33,12 @@ ENVIRONMENT_TIMEOUT = 2.0
 
 
 class AgiEntry(Entry):
+    """Routing requests over FastAGI: a server on ``agi.listen`` answering with SET VARIABLE."""
+
     def __init__(
-        self,
-        settings: AgiSettings,
-        router: Router,
-        *,
-        budget_s: float,
-        dial_timeout_s: int,
-        metrics: Metrics,
+        self, settings: AgiSettings, current: Callable[[], Snapshot], *, metrics: Metrics
     ) -> None:
-        super().__init__(router, budget_s=budget_s, dial_timeout_s=dial_timeout_s, metrics=metrics)
+        super().__init__(current, metrics=metrics)
         self.settings = settings
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -92,7 +89,7 @@ class AgiEntry(Entry):
             self.metrics.answers_dropped.labels("malformed" if self.accepting else "stopping").inc()
             self._bad.warning("AGI: ignored a request for %r without a valid token", script[:40])
             return
-        request = self.request(
+        request, snapshot = self.request(
             token,
             env.get("agi_arg_2") or env.get("agi_callerid", ""),
             env.get("agi_uniqueid", ""),
@@ -101,8 +98,8 @@ class AgiEntry(Entry):
         self.metrics.requests.labels("agi").inc()
         self.metrics.in_flight.inc()
         try:
-            decision = await decide(self.router, request)
-            value = self.reply(token, decision)
+            decision = await decide(snapshot.router, request)
+            value = self.reply(request, decision)
             agi = Request(app=None, headers=env, reader=reader, writer=writer)
             async with asyncio.timeout(2.0):
                 result = await agi.send_command(f'SET VARIABLE ICM_REPLY "{value}"')

@@ -23,6 +23,7 @@ from icm.logs import Throttled
 from icm.metrics import Metrics
 from icm.model import Decision, RouteRequest, Status
 from icm.router import Router
+from icm.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,9 @@ Claim = Callable[[RouteRequest], Awaitable[bool]]
 
 
 class AmiEntry(Entry):
-    """:param claim: asked before deciding; False means another instance answers this
+    """Routing requests raised by the dialplan as UserEvents, answered with one Setvar.
+
+    :param claim: asked before deciding; False means another instance answers this
     call (several instances watching one Asterisk). Without claims this instance is the
     only one: while it stops, it answers at once (TIMEOUT) rather than let calls wait.
     """
@@ -41,14 +44,12 @@ class AmiEntry(Entry):
     def __init__(
         self,
         ami: AmiClient,
-        router: Router,
+        current: Callable[[], Snapshot],
         *,
-        budget_s: float,
-        dial_timeout_s: int,
         metrics: Metrics,
         claim: Claim | None = None,
     ) -> None:
-        super().__init__(router, budget_s=budget_s, dial_timeout_s=dial_timeout_s, metrics=metrics)
+        super().__init__(current, metrics=metrics)
         self.ami = ami
         self.claim = claim
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -90,7 +91,7 @@ class AmiEntry(Entry):
                 message.get("uniqueid")[:40] or "-",
             )
             return
-        request = self.request(
+        request, snapshot = self.request(
             token,
             message.get("icmnumber") or message.get("calleridnum"),
             message.get("uniqueid"),
@@ -109,19 +110,19 @@ class AmiEntry(Entry):
                 self._spawn(self._deliver(request, stopping))
             return
         self.metrics.requests.labels("ami").inc()
-        self._spawn(self._handle(request))
+        self._spawn(self._handle(request, snapshot.router))
 
     def _spawn(self, work: Coroutine[Any, Any, object]) -> None:
         task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _handle(self, request: RouteRequest) -> None:
+    async def _handle(self, request: RouteRequest, router: Router) -> None:
         self.metrics.in_flight.inc()
         try:
             if self.claim is not None and not await self.claim(request):
                 return
-            decision = await decide(self.router, request)
+            decision = await decide(router, request)
             delivered = await self._deliver(request, decision)
             total_ms = self.elapsed_ms(request)
             record(
@@ -137,7 +138,7 @@ class AmiEntry(Entry):
 
     async def _deliver(self, request: RouteRequest, decision: Decision) -> bool:
         loop = asyncio.get_running_loop()
-        send_by = request.received + self.budget_s
+        send_by = request.timing.send_by(request.received)
         if loop.time() < send_by:
             await self.ami.wait_logged_in(send_by - loop.time())
         if loop.time() >= send_by:
@@ -146,11 +147,11 @@ class AmiEntry(Entry):
             log.warning(
                 "call %s: no answer sent, the %.0f ms budget is spent (%s)",
                 request.uniqueid,
-                self.budget_s * 1000,
+                request.timing.budget_s * 1000,
                 "AMI is down" if reason == "ami_down" else "decision too slow",
             )
             return False
-        value = self.reply(request.token, decision)
+        value = self.reply(request, decision)
         try:
             await self.ami.action(
                 "Setvar", {"Channel": request.channel, "Variable": "ICM_REPLY", "Value": value}

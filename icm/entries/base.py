@@ -6,51 +6,54 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Callable
 
 from icm.metrics import Metrics
 from icm.model import Decision, RouteRequest, Status, Step
 from icm.router import Router
+from icm.snapshot import Snapshot
 
 log = logging.getLogger("icm.decision")
 
 
 class Entry:
-    """What every entry holds: the router it asks, the budget and dial timeout it answers
-    with (all three replaced on reload), and whether it still takes requests."""
+    """One way requests come in (AMI, FastAGI, HTTP): where it finds the daemon's current
+    snapshot, and whether it still takes requests."""
 
-    def __init__(
-        self, router: Router, *, budget_s: float, dial_timeout_s: int, metrics: Metrics
-    ) -> None:
-        self.router = router
-        self.budget_s = budget_s
-        self.dial_timeout_s = dial_timeout_s
+    def __init__(self, current: Callable[[], Snapshot], *, metrics: Metrics) -> None:
+        self.current = current
         self.metrics = metrics
         self.accepting = True
 
     def request(
         self, token: str, number: str, uniqueid: str = "", channel: str = ""
-    ) -> RouteRequest:
-        """A request received now, with its deadline: the budget minus a little time kept
-        to deliver the answer."""
+    ) -> tuple[RouteRequest, Snapshot]:
+        """A request received now, and the snapshot it keeps until it is answered: its
+        router, and its time limits (the decision's deadline is the budget minus a little
+        time kept to deliver the answer)."""
+        snapshot = self.current()
         now = asyncio.get_running_loop().time()
-        return RouteRequest(
+        request = RouteRequest(
             token=token,
             number=number,
             uniqueid=uniqueid,
             channel=channel,
             received=now,
-            deadline=now + self.budget_s - min(0.05, self.budget_s / 10),
+            deadline=snapshot.timing.deadline(now),
+            timing=snapshot.timing,
         )
+        return request, snapshot
 
     @staticmethod
     def elapsed_ms(request: RouteRequest) -> float:
         """Milliseconds since the request arrived (queueing included)."""
         return (asyncio.get_running_loop().time() - request.received) * 1000
 
-    def reply(self, token: str, decision: Decision) -> str:
+    @staticmethod
+    def reply(request: RouteRequest, decision: Decision) -> str:
         """``token|status|dial|manager|source|dial_timeout`` (no token: no leading field)."""
-        fields = [*reply_fields(decision), str(self.dial_timeout_s)]
-        return "|".join([token, *fields] if token else fields)
+        fields = [*reply_fields(decision), str(request.timing.dial_timeout_s)]
+        return "|".join([request.token, *fields] if request.token else fields)
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.@+\-]")

@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 
 class HttpEntry(Entry):
+    """Routing requests over HTTP (``GET /route``), answered in the response body."""
+
     async def route(self, request: web.Request) -> web.Response:
         try:
             return await self._route(request)
@@ -35,20 +37,20 @@ class HttpEntry(Entry):
             return _empty(400, "the number query parameter is missing")
         if not self.accepting:
             return _empty(503, "ICM is stopping")
-        routing = self.request("", number, request.query.get("uniqueid", "")[:64])
+        call, snapshot = self.request("", number, request.query.get("uniqueid", "")[:64])
         self.metrics.requests.labels("http").inc()
         self.metrics.in_flight.inc()
         try:
-            decision = await decide(self.router, routing)
+            decision = await decide(snapshot.router, call)
         finally:
             self.metrics.in_flight.dec()
-        total_ms = self.elapsed_ms(routing)
-        record(decision, routing, self.metrics, entry="http", total_ms=total_ms, delivered=True)
+        total_ms = self.elapsed_ms(call)
+        record(decision, call, self.metrics, entry="http", total_ms=total_ms, delivered=True)
         if decision.status is Status.ERROR:
             return _empty(500, decision.reason)
         if decision.status is Status.NOTFOUND and not decision.dial:
             return web.Response(text="", content_type="text/plain")
-        return web.Response(text=self.reply("", decision), content_type="text/plain")
+        return web.Response(text=self.reply(call, decision), content_type="text/plain")
 
 
 def _empty(status: int, reason: str) -> web.Response:
