@@ -25,6 +25,8 @@ MAX_TRACKED = 20_000  # channels followed at once; beyond that new ones are igno
 
 @dataclass(frozen=True, slots=True)
 class Conversation:
+    """A stretch of talk between one extension and one external number."""
+
     number: str  # the external party's number as Asterisk showed it (not normalised)
     extension: str
     started: float  # Unix time
@@ -38,6 +40,8 @@ class Conversation:
 
 @dataclass(slots=True)
 class _Party:
+    """One channel in a bridge: an extension's phone or an external party."""
+
     uniqueid: str
     extension: str | None  # set for an extension's phone
     number: str  # the external number (for an external party)
@@ -45,6 +49,8 @@ class _Party:
 
 @dataclass(slots=True)
 class _Segment:
+    """The conversation a two-party bridge holds now."""
+
     internal: _Party
     external: _Party
     started: float
@@ -52,6 +58,8 @@ class _Segment:
 
 @dataclass(slots=True)
 class _External:
+    """An external channel followed until it hangs up, with its conversations."""
+
     number: str
     outbound: bool
     seen: float
@@ -62,7 +70,9 @@ FinishedCall = Callable[[str, list[Conversation]], None]
 
 
 class CallTracker:
-    """:param extension_of: the extension a channel name belongs to, or None.
+    """Follows bridges to tell who talked with whom.
+
+    :param extension_of: the extension a channel name belongs to, or None.
     :param on_finished: called with (uniqueid, conversations) when an external channel
         that talked hangs up."""
 

@@ -149,9 +149,9 @@ def _reload(args: argparse.Namespace) -> int:
 
 
 def _lookup(args: argparse.Namespace) -> int:
-    from icm.snapshot import Snapshot
     from icm.metrics import Metrics
     from icm.model import Presence, RouteRequest
+    from icm.snapshot import Snapshot
 
     config = _config(args, ami_secret=False)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

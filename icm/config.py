@@ -70,11 +70,15 @@ ExtensionOrRange = Annotated[str, AfterValidator(_extension_or_range)]
 
 
 class _Section(WithSecrets):
+    """One section of the file: frozen, strict, unknown keys refused."""
+
     # strict: TOML has real types; "yes" is not a boolean and "1500" is not a number.
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 
 class AmiSettings(_Section):
+    """``[ami]``: where Asterisk's manager interface is and how ICM logs in."""
+
     host: str = "127.0.0.1"
     port: int = Field(default=5038, ge=1, le=65535)
     username: str = Field(default="icm", min_length=1)
@@ -102,6 +106,8 @@ class AmiSettings(_Section):
 
 
 class RoutingSettings(_Section):
+    """``[routing]``: the reference product's settings, the budget and the sources' order."""
+
     country: str = Field(default="RU", pattern=r"^[A-Za-z]{2}$")
     area_code: str = Field(default="", pattern=r"^\d{0,5}$")
     sources: list[SourceName] = ["icmdb"]
@@ -122,6 +128,8 @@ class RoutingSettings(_Section):
 
 
 class DialSettings(_Section):
+    """``[dial]``: the templates of the Dial() strings ICM answers with."""
+
     extension: str = "SIP/{ext}"
     external: str = "SIP/trunk/{number}"
     default: str = ""
@@ -161,6 +169,8 @@ def _email(value: str) -> str:
 
 
 class ManagerSettings(_Section):
+    """``[managers.<ext>]``: one manager's name, mobiles and CRM identities."""
+
     name: str = ""
     mobiles: list[str] = []
     # The manager as CRM sources name him: his e-mail in the CRM, and his user id in
@@ -170,6 +180,8 @@ class ManagerSettings(_Section):
 
 
 class StoreSettings(_Section):
+    """``[store]``: the SQLite file or Redis server that holds learned calls and caches."""
+
     url: str = "icm.db"
     # Optional (Redis may need none): read only when the file is set or the variable is.
     password: SecretRef = SecretRef(env="ICM_REDIS_PASSWORD")
@@ -215,16 +227,22 @@ ListenAddress = Annotated[str, AfterValidator(_listen_address)]
 
 
 class HttpSettings(_Section):
+    """``[http]``: the HTTP side (metrics, health, the /route entry)."""
+
     listen: ListenAddress = "127.0.0.1:9180"
     enabled: bool = True
 
 
 class AgiSettings(_Section):
+    """``[agi]``: the FastAGI entry."""
+
     enabled: bool = False
     listen: ListenAddress = "127.0.0.1:4573"
 
 
 class LogSettings(_Section):
+    """``[log]``: level and format of the log."""
+
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["text", "json"] = "text"
 

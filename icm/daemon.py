@@ -68,7 +68,9 @@ def freeze_startup_heap() -> None:
 
 
 class Daemon:
-    """:param store: an already built store (tests); by default the one ``store.url`` names.
+    """The running ICM: every part built from one configuration, started and stopped together.
+
+    :param store: an already built store (tests); by default the one ``store.url`` names.
     :param environ: where secrets are read on reload (the process environment).
     """
 

@@ -15,6 +15,8 @@ from icm.numbers import Numbers
 
 
 class DialStrings:
+    """Dial() strings from the configured templates, and the extension behind a channel."""
+
     def __init__(self, settings: DialSettings, numbers: Numbers) -> None:
         self.settings = settings
         self.numbers = numbers

@@ -16,7 +16,9 @@ Readiness = Callable[[], dict[str, object]]
 
 
 class HttpServer:
-    """:param readiness: returns the readiness report; ``ready`` (bool) decides the
+    """The daemon's HTTP server: metrics, health and readiness (entries add routes).
+
+    :param readiness: returns the readiness report; ``ready`` (bool) decides the
     status code (200 or 503)."""
 
     def __init__(self, settings: HttpSettings, metrics: Metrics, readiness: Readiness) -> None:

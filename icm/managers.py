@@ -15,6 +15,8 @@ from icm.numbers import Numbers
 
 @dataclass(frozen=True, slots=True)
 class Manager:
+    """A manager ICM may route to: his extension, name and mobiles."""
+
     extension: str
     name: str = ""
     mobiles: tuple[str, ...] = ()

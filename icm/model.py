@@ -28,6 +28,8 @@ class Status(enum.StrEnum):
 
 
 class Presence(enum.StrEnum):
+    """Whether a manager's phone can take a call now."""
+
     AVAILABLE = "available"
     BUSY = "busy"
     OFFLINE = "offline"

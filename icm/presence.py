@@ -41,7 +41,9 @@ def hint_presence(status: int) -> Presence:
 
 
 class PresenceTracker:
-    """:param device_of: the device of an extension (``"101"`` -> ``"SIP/101"``)."""
+    """Each extension's presence, from device and hint states.
+
+    :param device_of: the device of an extension (``"101"`` -> ``"SIP/101"``)."""
 
     def __init__(self, device_of: Callable[[str], str]) -> None:
         self._device_of = device_of

@@ -21,7 +21,9 @@ from icm.store import Store, StoreError
 
 
 class RateLimiter:
-    """:param name: the source's name (errors name it); ``key`` names the account.
+    """Keeps one CRM account under its request limit, across instances when shared.
+
+    :param name: the source's name (errors name it); ``key`` names the account.
     :param rate_per_s: sustained requests per second; ``burst``: how many may go at once.
     :param store: counts a window shared by every instance when ``shared``.
     """

@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class _Found:
+    """An acceptable answer: the source, its answer, and who or what to dial."""
+
     source: str
     answer: Answer
     manager: Manager | None  # None: an external number, or a manager not on this PBX

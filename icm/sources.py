@@ -98,6 +98,8 @@ class SourceContext:
 
 
 class Source(Protocol):
+    """What a source module provides (see the module docstring)."""
+
     name: ClassVar[str]
     Settings: ClassVar[type[SourceSettings]]
 

@@ -60,6 +60,8 @@ class AmiLoginError(AmiError):
 
 @dataclass(slots=True)
 class _Pending:
+    """An action waiting for its answer (or for the events of its list)."""
+
     future: asyncio.Future[Message | list[Message]]
     items: list[Message] | None  # None: a plain action; a list: collecting an EventList
 

@@ -39,6 +39,8 @@ class Binding:
 
 
 class Store(Protocol):
+    """Where learned bindings, caches and claims live (SQLite or Redis)."""
+
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...

@@ -51,7 +51,9 @@ return value
 
 
 class RedisStore:
-    """:param url: see the module docstring.
+    """The store on Redis, shared by several instances.
+
+    :param url: see the module docstring.
     :param password: from the environment or a file, never from the URL.
     :param timeout_s: how long one Redis command may take before it counts as a failure.
     """

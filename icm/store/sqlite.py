@@ -58,7 +58,9 @@ def _learn_sql(rows: int) -> str:
 
 
 class SqliteStore:
-    """:param path: the database file (created with its directory if missing)."""
+    """The embedded store: one SQLite file, for one instance.
+
+    :param path: the database file (created with its directory if missing)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
