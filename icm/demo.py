@@ -19,7 +19,7 @@ from pathlib import Path
 
 from icm.config import from_dict
 from icm.daemon import Daemon
-from icm.testing.pbx import TEST_SECRET, FakeAsterisk, Phone
+from simpbx.pbx import TEST_SECRET, FakeAsterisk, Phone
 
 MANAGERS = {
     "101": {"name": "Anna (sales)"},

@@ -23,8 +23,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from icm.testing.ami_server import AmiServer, AmiUser, frame
-from icm.testing.dialplan import Dialplan, DialplanError, Interpreter
+from simpbx.ami_server import AmiServer, AmiUser, frame
+from simpbx.dialplan import Dialplan, DialplanError, Interpreter
 
 BUSY_STATES = frozenset({"INUSE", "BUSY", "ONHOLD", "RINGING", "RINGINUSE"})
 OFFLINE_STATES = frozenset({"UNAVAILABLE", "INVALID"})

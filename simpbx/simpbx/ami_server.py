@@ -4,7 +4,7 @@ Banner, Login (with Asterisk's one-second pause before refusing a wrong secret),
 echo, EventList framing, read/write classes and ``eventfilter`` lines of a manager.conf
 user, and the faults a daemon must survive: the link dropped, a peer that stops answering
 (half-open), raw garbage. It knows nothing of calls: the PBX behind it (see
-:mod:`icm.testing.pbx`) answers Setvar/Getvar and the state lists through :class:`Backend`.
+:mod:`simpbx.pbx`) answers Setvar/Getvar and the state lists through :class:`Backend`.
 This module parses client actions itself, independently of ICM's own frame reader.
 """
 
