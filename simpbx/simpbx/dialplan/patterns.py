@@ -32,33 +32,41 @@ def extension_matches(pattern: str, data: str) -> bool:
         return _ext_cmp_exten(pattern, data) == 0
     if data.startswith("_") and _ext_cmp_pattern(pattern[1:], data[1:]) == 0:
         return True
-    pat = pattern[1:]
+    return _pattern_matches(pattern[1:], data)
+
+
+def _pattern_matches(pat: str, data: str) -> bool:
+    """The pattern (without its ``_``) against the whole of ``data``."""
     p = d = 0
     while True:
         d = _skip_dashes(data, d)
         p = _skip_dashes(pat, p)
         if d >= len(data) or p >= len(pat):
             break
-        char = pat[p]
-        if char in ".!":
+        if pat[p] in ".!":
             return True
-        if char == "[":
-            end = pat.find("]", p + 1)
-            if end < 0:
-                return False
-            if end == p + 1:
-                p = end + 1
-                continue
-            if not _in_class(pat[p + 1 : end], data[d]):
-                return False
-            p = end
-        elif not _letter_matches(char, data[d]):
+        if pat.startswith("[]", p):  # an empty class takes nothing
+            p += 2
+            continue
+        p = _match_one(pat, p, data[d])
+        if p < 0:
             return False
         d += 1
         p += 1
     if d < len(data):
         return False
     return p >= len(pat) or pat[p] == "!"
+
+
+def _match_one(pat: str, p: int, ch: str) -> int:
+    """Match ``ch`` against the pattern element at ``p`` (a letter, a character or a
+    ``[...]`` class): the position of the element's last character, -1 on no match."""
+    if pat[p] != "[":
+        return p if _letter_matches(pat[p], ch) else -1
+    end = pat.find("]", p + 1)
+    if end < 0 or not _in_class(pat[p + 1 : end], ch):
+        return -1
+    return end
 
 
 def _skip_dashes(text: str, pos: int) -> int:
