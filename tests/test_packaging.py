@@ -83,7 +83,9 @@ def test_docker_image_wheel_carries_no_simulator(tmp_path):
 
 def test_simulator_distribution_carries_the_whole_simulator(tmp_path):
     """What the test and demo extras install: every module of simpbx/, subpackages too."""
-    wheel = build_wheel(ROOT / "simpbx", tmp_path / "wheels")
+    src = tmp_path / "simpbx"  # pip builds in place: not in the working tree
+    shutil.copytree(ROOT / "simpbx", src, symlinks=True, ignore=NOT_SOURCES)
+    wheel = build_wheel(src, tmp_path / "wheels")
     names = set(wheel.namelist())
     modules = {
         path.relative_to(ROOT / "simpbx").as_posix()
