@@ -28,43 +28,62 @@ def parse_text(
 
 def strip_comments(line: str, depth: int) -> tuple[str | None, int]:
     """One line through config.c's comment handling: (text outside comments, depth)."""
-    out: list[str] = []
-    active = depth == 0
-    seen_active = active
-    pos = 0
-    segment = 0  # C's new_buf: where the current scan segment starts
-    n = len(line)
-    while pos < n:
-        char = line[pos]
-        if char != ";":
-            if active:
-                out.append(char)
-            pos += 1
-            continue
-        if pos > segment and line[pos - 1] == "\\":
-            if active:
-                out[-1] = ";"
-            pos += 1
-            segment = pos
+    scanner = _CommentScanner(line, depth)
+    scanner.run()
+    return ("".join(scanner.out) if scanner.seen_active else None), scanner.depth
+
+
+class _CommentScanner:
+    """One line read as config.c reads it: ``;`` comments, ``\\;``, ``;--`` ... ``--;``."""
+
+    def __init__(self, line: str, depth: int) -> None:
+        self.line = line
+        self.depth = depth  # block comments open before this line
+        self.active = depth == 0  # outside any comment: characters are kept
+        self.seen_active = self.active
+        self.out: list[str] = []
+        self.pos = 0
+        self.segment = 0  # C's new_buf: where the current scan segment starts
+
+    def run(self) -> None:
+        while self.pos < len(self.line):
+            if self.line[self.pos] != ";":
+                if self.active:
+                    self.out.append(self.line[self.pos])
+                self.pos += 1
+            elif not self._semicolon():
+                return
+
+    def _semicolon(self) -> bool:
+        """The ``;`` at ``pos``; False when it starts a comment to the end of the line."""
+        line, pos = self.line, self.pos
+        if pos > self.segment and line[pos - 1] == "\\":
+            if self.active:
+                self.out[-1] = ";"
+            self._skip(1)
         elif line[pos + 1 : pos + 3] == "--" and line[pos + 3 : pos + 4] != "-":
-            depth += 1
-            active = False
-            pos += 3
-            segment = pos
-        elif pos >= segment + 2 and line[pos - 2 : pos] == "--":
-            if depth == 0:
-                raise ValueError("'--;' closes a block comment that was never opened")
-            depth -= 1
-            pos += 1
-            segment = pos
-            if depth == 0:
-                active = seen_active = True
-        elif depth == 0:
-            break
+            self.depth += 1
+            self.active = False
+            self._skip(3)
+        elif pos >= self.segment + 2 and line[pos - 2 : pos] == "--":
+            self._close_block()
+        elif self.depth == 0:
+            return False
         else:
-            pos += 1
-            segment = pos
-    return ("".join(out) if seen_active else None), depth
+            self._skip(1)
+        return True
+
+    def _close_block(self) -> None:
+        if self.depth == 0:
+            raise ValueError("'--;' closes a block comment that was never opened")
+        self.depth -= 1
+        self._skip(1)
+        if self.depth == 0:
+            self.active = self.seen_active = True
+
+    def _skip(self, count: int) -> None:
+        self.pos += count
+        self.segment = self.pos
 
 
 def split_exten(value: str) -> tuple[str, str | None]:
