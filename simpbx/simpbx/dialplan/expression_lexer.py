@@ -38,12 +38,10 @@ _OPERATORS: tuple[tuple[str, str], ...] = (
     (")", "RP"),
 )
 _BARE_CHARS = r"(?:[a-zA-Z0-9.';\\_^#@\x80-\U0010ffff]|\$[^{])+"
-# The rules after the operators: (rule number, what it yields, pattern).
+_BLANKS = " \t\r\n"  # rules 26 and 28: skipped, and nothing else matches there
+# The rules after the operators and ${ (rule 25): (rule number, what it yields, pattern).
 _RULES: tuple[tuple[int, str, re.Pattern[str]], ...] = (
-    (25, "VAR", re.compile(r"\$\{")),
-    (26, "SKIP", re.compile(r"[ \t\r]")),
     (27, "QUOTED", re.compile(r'"[^"]*"')),
-    (28, "SKIP", re.compile(r"\n")),
     (29, "NUMBER", re.compile(r"[0-9]+(?:\.[0-9]+)?")),
     (30, "BARE", re.compile(_BARE_CHARS)),
     (31, "VAR", re.compile(_BARE_CHARS + r"\$\{")),
@@ -58,14 +56,15 @@ def lex(text: str) -> list[Token]:
     pos = 0
     n = len(text)
     while pos < n:
+        if text[pos] in _BLANKS:
+            pos += 1
+            continue
         length, kind = _longest_match(text, pos)
         if length == 0:
             pos += 1  # flex default rule: ECHO the character, i.e. it is ignored
             continue
         lexeme = text[pos : pos + length]
         pos += length
-        if kind == "SKIP":
-            continue
         if kind == "VAR":
             raise DialplanError(
                 f"'${{' inside an expression (from a variable's value?) is not supported: $[{text}]"
@@ -81,6 +80,8 @@ def _longest_match(text: str, pos: int) -> tuple[int, str]:
     for rule, (op, kind) in enumerate(_OPERATORS):
         if text.startswith(op, pos) and len(op) > best_len:
             best_len, best_rule, best_kind = len(op), rule, kind
+    if text.startswith("${", pos) and best_len < 2:  # rule 25
+        best_len, best_rule, best_kind = 2, 25, "VAR"
     for rule, kind, pattern in _RULES:
         match = pattern.match(text, pos)
         if match is None:
