@@ -5,7 +5,7 @@
 # The configuration and secrets come from mounts and the environment; nothing is baked in.
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY icm ./icm
 COPY connectors ./connectors
 COPY config ./config

@@ -1,4 +1,7 @@
-"""Shared by the benchmarks: a daemon in its own process against the simulated Asterisk."""
+"""Shared by the benchmarks: a daemon in its own process against the simulated Asterisk.
+
+Every bench imports it first: it puts this working tree's ``simpbx/`` ahead of the copy
+the test extra installed, so a bench runs the simulator as it is in the tree."""
 
 from __future__ import annotations
 
@@ -19,10 +22,12 @@ from typing import Any
 
 import aiohttp
 
-from icm.testing.ami_server import AmiUser
-from icm.testing.pbx import FakeAsterisk, asterisk_file
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "simpbx"))
+
+from simpbx.ami_server import AmiUser  # noqa: E402
+from simpbx.pbx import FakeAsterisk, asterisk_file  # noqa: E402
+
 SECRET = "bench-secret"
 
 

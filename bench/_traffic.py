@@ -14,8 +14,8 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 
-from icm.testing.ami_server import frame
-from icm.testing.pbx import route_request_frame
+from simpbx.ami_server import frame
+from simpbx.pbx import route_request_frame
 
 EVENTS_PER_CALL = 12
 MANAGERS = [str(e) for e in range(101, 121)]  # inside routing.extensions = ["100-199"]

@@ -58,8 +58,8 @@ from _harness import (
 from _traffic import EVENTS_PER_CALL, stream
 
 from icm.ami.frames import FrameReader
-from icm.testing.ami_server import AmiServer, AmiUser
-from icm.testing.pbx import asterisk_file
+from simpbx.ami_server import AmiServer, AmiUser
+from simpbx.pbx import asterisk_file
 
 BANNER = b"Asterisk Call Manager/9.0.0\r\n"
 CHUNK = 64 * 1024

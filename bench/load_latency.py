@@ -53,8 +53,8 @@ from _harness import (
 from _traffic import EVENTS_PER_CALL, MANAGERS, call, route_request
 
 from icm.store import open_store
-from icm.testing.redis import RedisServer
-from icm.testing.redis import available as redis_available
+from simpbx.redis_server import RedisServer
+from simpbx.redis_server import available as redis_available
 
 LEARNED = 10_000
 TICK_S = 0.005

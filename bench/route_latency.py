@@ -36,7 +36,7 @@ from _harness import (
 )
 
 from icm.store import SqliteStore
-from icm.testing.ami_server import frame
+from simpbx.ami_server import frame
 
 LEARNED = "+79161234567"
 

@@ -43,7 +43,7 @@ from _harness import (
 )
 
 from icm.store.redis import RedisStore
-from icm.testing.redis import RedisServer, available
+from simpbx.redis_server import RedisServer, available
 
 
 async def run(requests: int, instances: int, profile: str | None = None) -> dict[str, object]:

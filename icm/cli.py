@@ -289,8 +289,13 @@ def _forget(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from icm.demo import run_demo
-
+    try:
+        from icm.demo import run_demo  # needs the simulated PBX, not part of the product
+    except ModuleNotFoundError as exc:
+        if exc.name != "simpbx" and not (exc.name or "").startswith("simpbx."):
+            raise
+        print("icm demo needs the simulated PBX: pip install -e '.[demo]'", file=sys.stderr)
+        return 2
     return asyncio.run(run_demo(listen=args.listen, once=args.once))
 
 

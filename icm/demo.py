@@ -1,10 +1,12 @@
 """``icm demo``: ICM at work with no Asterisk at hand.
 
-A simulated Asterisk (the same one the tests use: AMI byte for byte, the shipped dialplan
-run unchanged) holds four managers' phones. It first plays a few earlier calls for ICM
-to learn from, then places sample calls (a known client, an unknown caller, clients whose
-manager is offline, busy or not answering, a hidden number) and prints each decision as
-the daemon makes it, with the dialplan's outcome. ``/metrics`` is live meanwhile.
+A simulated Asterisk (``simpbx``, the one the tests use: AMI byte for byte, the shipped
+dialplan run unchanged; not part of the product, the demo extra installs it) holds four
+managers' phones. It first plays a few earlier calls for ICM to learn from, then places
+sample calls (a known client, an unknown caller, clients whose manager is offline, busy or
+not answering, a hidden number) and prints each decision as the daemon makes it, with the
+dialplan's outcome. ``/metrics`` is live meanwhile. ``icm demo`` imports this module only
+when it runs (icm/cli.py), and says how to install the simulator when it is missing.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 
 from icm.config import from_dict
 from icm.daemon import Daemon
-from icm.testing.pbx import TEST_SECRET, FakeAsterisk, Phone
+from simpbx.pbx import TEST_SECRET, FakeAsterisk, Phone
 
 MANAGERS = {
     "101": {"name": "Anna (sales)"},

@@ -14,7 +14,7 @@ import pytest
 from icm.config import Config, from_dict
 from icm.daemon import Daemon
 from icm.store import SqliteStore, Store
-from icm.testing.redis import RedisServer
+from simpbx.redis_server import RedisServer
 
 TEST_SECRET = "test-secret-5f1c"  # the simulated Asterisk's AMI secret
 SECRET_ENV = {"ICM_AMI_SECRET": TEST_SECRET}
@@ -72,7 +72,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 
 @pytest.fixture
 async def pbx() -> AsyncIterator[Any]:
-    from icm.testing.pbx import FakeAsterisk
+    from simpbx.pbx import FakeAsterisk
 
     fake = FakeAsterisk(auth_delay=0.05)
     await fake.start()

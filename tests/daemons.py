@@ -9,7 +9,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from icm.testing.redis import free_port
+from simpbx.redis_server import free_port
 
 from .conftest import TEST_SECRET
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from icm.testing.pbx import Call, FakeAsterisk
+from simpbx.pbx import Call, FakeAsterisk
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def where(calls: list[Call], replies: Replies) -> list[tuple[str, str, str, str,
 def finished_call(n: int, number: str, extension: str, at: float) -> bytes:
     """The AMI events of an inbound call from ``number`` answered at ``extension``, one
     minute long (Asterisk's ``Timestamp:`` headers say so), as the wire carries them."""
-    from icm.testing.ami_server import frame
+    from simpbx.ami_server import frame
 
     caller = [
         ("Channel", f"SIP/trunk-{n:08x}"),

@@ -10,7 +10,7 @@ from pydantic import SecretStr
 from icm.ami.client import AmiActionError, AmiClient, AmiNotConnected, AmiTimeout
 from icm.config import AmiSettings
 from icm.metrics import Metrics
-from icm.testing.ami_server import AmiServer, AmiUser, frame
+from simpbx.ami_server import AmiServer, AmiUser, frame
 
 from .conftest import until
 

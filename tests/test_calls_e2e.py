@@ -9,7 +9,7 @@ import pytest
 
 from icm.model import Answer
 from icm.sources import SourceSettings
-from icm.testing.pbx import Phone
+from simpbx.pbx import Phone
 
 from .conftest import until
 

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from icm.testing.pbx import Phone
+from simpbx.pbx import Phone
 
 from .conftest import until
 from .crm_fakes import FakeAmoCrm, FakeBitrix24, FakeMegaplan

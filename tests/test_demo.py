@@ -1,5 +1,8 @@
 """`icm demo`: what a newcomer sees without a PBX."""
 
+import subprocess
+import sys
+
 from icm.demo import run_demo
 
 
@@ -18,3 +21,21 @@ async def test_demo_places_every_kind_of_call(capsys):
         "status=EXCEPTION",
     ):
         assert expected in out, expected
+
+
+def test_demo_without_the_simulator_says_how_to_install_it(tmp_path):
+    """Installed without the demo extra: one line saying how to get it, exit 2. The
+    simulator is made absent the way Python marks a module unavailable (None in
+    sys.modules): ``import simpbx`` then fails as if it were not installed."""
+    code = (
+        "import sys; sys.modules['simpbx'] = None; from icm.cli import main; "
+        "raise SystemExit(main(['demo', '--once', '--listen', '127.0.0.1:0']))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "icm demo needs the simulated PBX: pip install -e '.[demo]'"
+    ]
+    assert done.stdout == ""

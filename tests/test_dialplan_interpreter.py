@@ -1,4 +1,4 @@
-"""The dialplan interpreter (icm.testing.dialplan), then the shipped extensions_icm.conf.
+"""The dialplan interpreter (simpbx.dialplan), then the shipped extensions_icm.conf.
 
 The expected values come from Asterisk's C sources (named in the interpreter), not from
 what the interpreter happens to print: a mismatch is a simulation bug."""
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from icm.testing.dialplan import (
+from simpbx.dialplan import (
     Dialplan,
     DialplanError,
     Hangup,

@@ -162,7 +162,7 @@ def process_fixture(extra=""):
         """A simulated PBX in a thread of its own, and a daemon process on it."""
         import threading
 
-        from icm.testing.pbx import FakeAsterisk
+        from simpbx.pbx import FakeAsterisk
 
         loop = asyncio.new_event_loop()
         thread = threading.Thread(target=loop.run_forever, daemon=True)

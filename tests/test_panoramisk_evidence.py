@@ -12,7 +12,7 @@ import logging
 import pytest
 from panoramisk import Manager
 
-from icm.testing.ami_server import AmiServer, AmiUser, frame
+from simpbx.ami_server import AmiServer, AmiUser, frame
 
 from .conftest import until
 

@@ -10,7 +10,7 @@ import pytest
 from icm.config import ConfigError, from_dict
 from icm.store import StoreError
 from icm.store.redis import RedisStore
-from icm.testing.redis import RedisServer, free_port
+from simpbx.redis_server import RedisServer, free_port
 
 
 @pytest.fixture

@@ -23,8 +23,8 @@ import pytest
 from icm.ami.client import AmiError
 from icm.config import ConfigError, from_dict, load
 from icm.sources import SourceError
-from icm.testing.ami_server import AmiUser
-from icm.testing.pbx import FakeAsterisk, asterisk_file
+from simpbx.ami_server import AmiUser
+from simpbx.pbx import FakeAsterisk, asterisk_file
 
 from .conftest import until
 from .httpsource import TOKEN_ENV, HostileCrm, HttpTestSettings, HttpTestSource

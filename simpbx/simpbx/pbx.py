@@ -23,8 +23,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from icm.testing.ami_server import AmiServer, AmiUser, frame
-from icm.testing.dialplan import Dialplan, DialplanError, Interpreter
+from simpbx.ami_server import AmiServer, AmiUser, frame
+from simpbx.dialplan import Dialplan, DialplanError, Interpreter
 
 BUSY_STATES = frozenset({"INUSE", "BUSY", "ONHOLD", "RINGING", "RINGINUSE"})
 OFFLINE_STATES = frozenset({"UNAVAILABLE", "INVALID"})
@@ -32,8 +32,8 @@ TEST_SECRET = "test-secret-5f1c"
 
 
 def asterisk_file(name: str) -> str:
-    """A shipped file of ``config/asterisk`` (from the source tree or the installed
-    package)."""
+    """A shipped file of ``config/asterisk``: from the checkout when this module runs from
+    its ``simpbx/simpbx/``, else from the installed ``icm`` package (``icm/data``)."""
     here = Path(__file__).resolve().parents[2] / "config" / "asterisk" / name
     if here.exists():
         return here.read_text(encoding="utf-8")

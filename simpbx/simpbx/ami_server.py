@@ -4,7 +4,7 @@ Banner, Login (with Asterisk's one-second pause before refusing a wrong secret),
 echo, EventList framing, read/write classes and ``eventfilter`` lines of a manager.conf
 user, and the faults a daemon must survive: the link dropped, a peer that stops answering
 (half-open), raw garbage. It knows nothing of calls: the PBX behind it (see
-:mod:`icm.testing.pbx`) answers Setvar/Getvar and the state lists through :class:`Backend`.
+:mod:`simpbx.pbx`) answers Setvar/Getvar and the state lists through :class:`Backend`.
 This module parses client actions itself, independently of ICM's own frame reader.
 """
 
@@ -101,6 +101,8 @@ class Backend(Protocol):
 
 
 class _NoPbx:
+    """The backend of an AMI port with no PBX behind it: no channels, no states."""
+
     def setvar(self, channel: str | None, name: str, value: str) -> bool:
         return channel is None
 
@@ -158,6 +160,15 @@ class AmiServer:
         # Called with (username, headers) for every action as it arrives (benchmarks, tests).
         self.on_action: Callable[[str, dict[str, str]], None] | None = None
         self._login_waiters: list[asyncio.Future[None]] = []
+        # The actions a logged-in user may send (login and logoff are handled apart).
+        self._answers: dict[str, _Answer] = {
+            "ping": self._ping,
+            "setvar": self._setvar,
+            "getvar": self._getvar,
+            "devicestatelist": self._device_state_list,
+            "extensionstatelist": self._extension_state_list,
+            "originate": self._originate,
+        }
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self._server = await asyncio.start_server(self._serve, host, port)
@@ -279,67 +290,87 @@ class AmiServer:
         if not session.user.may_write(action):
             reply("Error", ("Message", "Permission denied"))
             return True
-        if action == "ping":
-            reply("Success", ("Ping", "Pong"), ("Timestamp", f"{time.time():.6f}"))
-        elif action == "setvar":
-            channel = headers.get("channel") or None
-            if not headers.get("variable"):
-                reply("Error", ("Message", "No variable specified"))
-            elif self.backend.setvar(channel, headers["variable"], headers.get("value", "")):
-                reply("Success", ("Message", "Variable Set"))
-            else:
-                reply("Error", ("Message", "No such channel"))
-        elif action == "getvar":
-            value = self.backend.getvar(headers.get("channel") or None, headers.get("variable", ""))
-            if value is None and headers.get("channel"):
-                reply("Error", ("Message", "No such channel"))
-            else:
-                reply("Success", ("Variable", headers.get("variable", "")), ("Value", value or ""))
-        elif action == "devicestatelist":
-            self._list(
-                session,
-                head,
-                "Device State Changes will follow",
-                "DeviceStateChange",
-                [[("Device", d), ("State", s)] for d, s in self.backend.device_states()],
-                "DeviceStateListComplete",
-            )
-        elif action == "extensionstatelist":
-            self._list(
-                session,
-                head,
-                "Extension Statuses will follow",
-                "ExtensionStatus",
-                [
-                    [
-                        ("Exten", exten),
-                        ("Context", context),
-                        ("Hint", hint),
-                        ("Status", str(status)),
-                        ("StatusText", _status_text(status)),
-                    ]
-                    for exten, context, hint, status in self.backend.extension_states()
-                ],
-                "ExtensionStateListComplete",
-            )
-        elif action == "originate":
-            reply("Success", ("Message", "Originate successfully queued"))
-            if headers.get("async", "").lower() in ("true", "yes", "1"):
-                session.send(
-                    frame(
-                        [
-                            ("Event", "OriginateResponse"),
-                            ("Privilege", "call,all"),
-                            *head,
-                            ("Response", "Failure"),
-                            ("Channel", headers.get("channel", "")),
-                            ("Reason", "0"),
-                        ]
-                    )
-                )
-        else:
+        answer = self._answers.get(action)
+        if answer is None:
             reply("Error", ("Message", "Invalid/unknown command"))
+        else:
+            answer(session, headers, head, reply)
         return True
+
+    # -- actions --------------------------------------------------------------------
+    def _ping(self, session: Session, headers: dict[str, str], head: _Head, reply: _Reply) -> None:
+        reply("Success", ("Ping", "Pong"), ("Timestamp", f"{time.time():.6f}"))
+
+    def _setvar(
+        self, session: Session, headers: dict[str, str], head: _Head, reply: _Reply
+    ) -> None:
+        channel = headers.get("channel") or None
+        if not headers.get("variable"):
+            reply("Error", ("Message", "No variable specified"))
+        elif self.backend.setvar(channel, headers["variable"], headers.get("value", "")):
+            reply("Success", ("Message", "Variable Set"))
+        else:
+            reply("Error", ("Message", "No such channel"))
+
+    def _getvar(
+        self, session: Session, headers: dict[str, str], head: _Head, reply: _Reply
+    ) -> None:
+        value = self.backend.getvar(headers.get("channel") or None, headers.get("variable", ""))
+        if value is None and headers.get("channel"):
+            reply("Error", ("Message", "No such channel"))
+        else:
+            reply("Success", ("Variable", headers.get("variable", "")), ("Value", value or ""))
+
+    def _device_state_list(
+        self, session: Session, headers: dict[str, str], head: _Head, reply: _Reply
+    ) -> None:
+        self._list(
+            session,
+            head,
+            "Device State Changes will follow",
+            "DeviceStateChange",
+            [[("Device", d), ("State", s)] for d, s in self.backend.device_states()],
+            "DeviceStateListComplete",
+        )
+
+    def _extension_state_list(
+        self, session: Session, headers: dict[str, str], head: _Head, reply: _Reply
+    ) -> None:
+        self._list(
+            session,
+            head,
+            "Extension Statuses will follow",
+            "ExtensionStatus",
+            [
+                [
+                    ("Exten", exten),
+                    ("Context", context),
+                    ("Hint", hint),
+                    ("Status", str(status)),
+                    ("StatusText", _status_text(status)),
+                ]
+                for exten, context, hint, status in self.backend.extension_states()
+            ],
+            "ExtensionStateListComplete",
+        )
+
+    def _originate(
+        self, session: Session, headers: dict[str, str], head: _Head, reply: _Reply
+    ) -> None:
+        reply("Success", ("Message", "Originate successfully queued"))
+        if headers.get("async", "").lower() in ("true", "yes", "1"):
+            session.send(
+                frame(
+                    [
+                        ("Event", "OriginateResponse"),
+                        ("Privilege", "call,all"),
+                        *head,
+                        ("Response", "Failure"),
+                        ("Channel", headers.get("channel", "")),
+                        ("Reason", "0"),
+                    ]
+                )
+            )
 
     async def _login(self, session: Session, headers: dict[str, str], reply: _Reply) -> bool:
         user = self.users.get(headers.get("username", ""))
@@ -397,7 +428,13 @@ class AmiServer:
 
 
 class _Reply(Protocol):
+    """How an action answers: ``reply(status, *headers)`` sends one Response frame."""
+
     def __call__(self, status: str, *pairs: tuple[str, str]) -> None: ...
+
+
+_Head = list[tuple[str, str]]  # the ActionID header to echo, if the action had one
+_Answer = Callable[[Session, dict[str, str], _Head, _Reply], None]
 
 
 def _parse_action(raw: bytes) -> dict[str, str] | None:
