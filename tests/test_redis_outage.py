@@ -56,9 +56,9 @@ async def test_routing_goes_on_while_redis_is_down(pbx, own_redis, make_config, 
 
 
 async def test_explanation_says_why_icmdb_was_skipped(own_redis, make_config, tmp_path):
-    from icm.snapshot import Snapshot
     from icm.metrics import Metrics
     from icm.model import RouteRequest
+    from icm.snapshot import Snapshot
 
     config = make_config(store={"url": own_redis.url})
     store = config.store.open()
