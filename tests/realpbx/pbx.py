@@ -447,7 +447,7 @@ exten => s,1,Set(TAG=${{FILTER(0-9a-zA-Z_,{self._header('X-Tag')})}})
  same => n,Return()
 
 [icm-test-after]
-exten => s,1,UserEvent(TestResult,Tag: ${{TAG}},Status: ${{ICM_STATUS}},Manager: ${{ICM_MANAGER}},Source: ${{ICM_SOURCE}},DialStatus: ${{ICM_DIALSTATUS}},AgiStatus: ${{AGISTATUS}},Wait: ${{ICM_WAIT}})
+exten => s,1,UserEvent(TestResult,Tag: ${{TAG}},Status: ${{ICM_STATUS}},Manager: ${{ICM_MANAGER}},Source: ${{ICM_SOURCE}},DialStatus: ${{ICM_DIALSTATUS}},AgiStatus: ${{AGISTATUS}},Wait: ${{ICM_WAIT}},Reply: ${{ICM_REPLY}},Body: ${{ICM_BODY}})
  same => n,GotoIf($[${{LEN(${{AFTER}})}} = 0]?end)
  same => n,Dial(${{AFTER}},10,g)
  same => n,UserEvent(TestAfter,Tag: ${{TAG}},DialStatus: ${{DIALSTATUS}})
@@ -638,14 +638,18 @@ Content-Length: 0
 def phone_scenario(behaviour: str, ring_ms: int = 200, talk_ms: int = 0) -> str:
     """A UAS: ``answer`` (talks until the other side hangs up, or hangs up itself after
     ``talk_ms``), ``busy`` (486) or ``ring`` (rings until cancelled)."""
-    head = """<recv request="INVITE" crlf="true" rrs="true">
-<action>
-<ereg regexp=".*" search_in="hdr" header="From:" check_it="false" assign_to="remote"/>
-<ereg regexp=".*" search_in="hdr" header="To:" check_it="false" assign_to="local"/>
-<ereg regexp="[0-9]+" search_in="hdr" header="CSeq:" check_it="false" assign_to="cseq"/>
-</action>
-</recv>
-"""
+    # SIPp refuses variables it never uses: capture only what the behaviour needs.
+    captures = {
+        "remote": '<ereg regexp=".*" search_in="hdr" header="From:" assign_to="remote"/>',
+        "local": '<ereg regexp=".*" search_in="hdr" header="To:" assign_to="local"/>',
+        "cseq": '<ereg regexp="[0-9]+" search_in="hdr" header="CSeq:" assign_to="cseq"/>',
+    }
+    needed = {"ring": ["cseq"], "answer": ["remote", "local", "cseq"] if talk_ms else []}
+    wanted = needed.get(behaviour, [])
+    head = '<recv request="INVITE" crlf="true" rrs="true">\n'
+    if wanted:
+        head += "<action>\n" + "\n".join(captures[name] for name in wanted) + "\n</action>\n"
+    head += "</recv>\n"
     ringing = _msg(
         """SIP/2.0 180 Ringing
 [last_Via:]
@@ -1072,6 +1076,13 @@ level = "debug"
         assert not self._dead(), self.logs()[-3000:]
         url = f"agi://127.0.0.1:{self.agi_port}/route"
         wait_until(lambda: self.pbx.ami.getvar("ICM_AGI_URL") == url, 10, "ICM_AGI_URL")
+
+    def republish(self) -> None:
+        """Make Asterisk's globals point at this daemon again (a reload publishes them)."""
+        url = f"agi://127.0.0.1:{self.agi_port}/route"
+        if self.pbx.ami.getvar("ICM_AGI_URL") != url:
+            self.signal(signal.SIGHUP)
+            wait_until(lambda: self.pbx.ami.getvar("ICM_AGI_URL") == url, 10, "ICM_AGI_URL")
 
     def _dead(self) -> bool:
         return self.process is None or self.process.poll() is not None
