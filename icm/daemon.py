@@ -62,9 +62,10 @@ RESTART_ONLY = ("ami", "store", "http", "agi")
 
 
 def dialplan_wait(budget_s: float) -> float:
-    """How long the dialplan waits for an answer (global ICM_WAIT): the lookup budget plus
-    a margin for the answer's way back."""
-    return round(budget_s + max(0.3, budget_s * 0.2), 2)
+    """How long the dialplan waits for an answer (global ICM_WAIT): the lookup budget
+    itself, "the longest a caller waits". The daemon decides and answers inside it
+    (``Entry.send_by``)."""
+    return round(budget_s, 2)
 
 
 def freeze_startup_heap() -> None:

@@ -137,7 +137,7 @@ class AmiEntry(Entry):
 
     async def _deliver(self, request: RouteRequest, decision: Decision) -> bool:
         loop = asyncio.get_running_loop()
-        send_by = request.received + self.budget_s
+        send_by = self.send_by(request.received)
         if loop.time() < send_by:
             await self.ami.wait_logged_in(send_by - loop.time())
         if loop.time() >= send_by:

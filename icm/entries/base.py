@@ -30,8 +30,9 @@ class Entry:
     def request(
         self, token: str, number: str, uniqueid: str = "", channel: str = ""
     ) -> RouteRequest:
-        """A request received now, with its deadline: the budget minus a little time kept
-        to deliver the answer."""
+        """A request received now, with its deadline for deciding: the dialplan waits the
+        budget itself (ICM_WAIT), so deciding and sending the answer both fit inside it,
+        with time kept for the answer's way back."""
         now = asyncio.get_running_loop().time()
         return RouteRequest(
             token=token,
@@ -39,8 +40,12 @@ class Entry:
             uniqueid=uniqueid,
             channel=channel,
             received=now,
-            deadline=now + self.budget_s - min(0.05, self.budget_s / 10),
+            deadline=self.send_by(now) - min(0.05, self.budget_s / 10),
         )
+
+    def send_by(self, received: float) -> float:
+        """The last moment an answer to a request received at ``received`` is sent."""
+        return received + self.budget_s - answer_margin(self.budget_s)
 
     @staticmethod
     def elapsed_ms(request: RouteRequest) -> float:
@@ -51,6 +56,13 @@ class Entry:
         """``token|status|dial|manager|source|dial_timeout`` (no token: no leading field)."""
         fields = [*reply_fields(decision), str(self.dial_timeout_s)]
         return "|".join([token, *fields] if token else fields)
+
+
+def answer_margin(budget_s: float) -> float:
+    """Time kept inside the budget for the answer's way back: the Setvar (AGI command,
+    HTTP body) reaching Asterisk and the dialplan seeing it (WaitForCondition looks every
+    20 ms), plus the request's own way here."""
+    return min(0.1, budget_s / 5)
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.@+\-]")
