@@ -447,7 +447,10 @@ exten => s,1,Set(TAG=${{FILTER(0-9a-zA-Z_,{self._header('X-Tag')})}})
  same => n,Return()
 
 [icm-test-after]
-exten => s,1,UserEvent(TestResult,Tag: ${{TAG}},Status: ${{ICM_STATUS}},Manager: ${{ICM_MANAGER}},Source: ${{ICM_SOURCE}},DialStatus: ${{ICM_DIALSTATUS}},AgiStatus: ${{AGISTATUS}},Wait: ${{ICM_WAIT}},Reply: ${{ICM_REPLY}},Body: ${{ICM_BODY}})
+; A caller ID with CR/LF would cut this report's AMI frame (Asterisk writes CallerIDNum
+; into every event unescaped): report under a clean one.
+exten => s,1,Set(CALLERID(num)=reported)
+ same => n,UserEvent(TestResult,Tag: ${{TAG}},Status: ${{ICM_STATUS}},Manager: ${{ICM_MANAGER}},Source: ${{ICM_SOURCE}},DialStatus: ${{ICM_DIALSTATUS}},AgiStatus: ${{AGISTATUS}},Wait: ${{ICM_WAIT}},Reply: ${{ICM_REPLY}},Body: ${{ICM_BODY}})
  same => n,GotoIf($[${{LEN(${{AFTER}})}} = 0]?end)
  same => n,Dial(${{AFTER}},10,g)
  same => n,UserEvent(TestAfter,Tag: ${{TAG}},DialStatus: ${{DIALSTATUS}})
