@@ -40,7 +40,9 @@ def _technologies() -> list[Any]:
 
 
 @pytest.fixture(scope="session", params=_technologies())
-def pbx(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Asterisk]:
+def pbx(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Asterisk]:
     """The session's Asterisk for one channel technology (chan_sip is gone from
     Asterisk 21 on: that half is skipped where the module is missing)."""
     tech = request.param

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -173,9 +174,7 @@ class Ami:
         self.connected = True
         self._thread = threading.Thread(target=self._read, args=(sock,), daemon=True)
         self._thread.start()
-        answer = self.action(
-            "Login", Username=self.username, Secret=self.secret, _timeout=10
-        )
+        answer = self.action("Login", Username=self.username, Secret=self.secret, _timeout=10)
         assert answer.get("response") == "Success", answer
 
     def close(self) -> None:
@@ -393,7 +392,7 @@ permit = 127.0.0.1/255.255.255.255
 read = all
 write = all
 
-#tryinclude "{SHIPPED / 'manager_icm.conf'}"
+#tryinclude "{SHIPPED / "manager_icm.conf"}"
 """
 
     def _header(self, name: str) -> str:
@@ -410,7 +409,21 @@ write = all
             f" same => n,Goto(icm-test-after,s,1)"
             for digit, context in ENTRIES.values()
         )
-        trunk = f"PJSIP/${{EXTEN}}@trunk" if self.tech == "pjsip" else "SIP/trunk/${EXTEN}"
+        trunk = "PJSIP/${EXTEN}@trunk" if self.tech == "pjsip" else "SIP/trunk/${EXTEN}"
+        report = ",".join(
+            f"{key}: ${{{variable}}}"
+            for key, variable in [
+                ("Tag", "TAG"),
+                ("Status", "ICM_STATUS"),
+                ("Manager", "ICM_MANAGER"),
+                ("Source", "ICM_SOURCE"),
+                ("DialStatus", "ICM_DIALSTATUS"),
+                ("AgiStatus", "AGISTATUS"),
+                ("Wait", "ICM_WAIT"),
+                ("Reply", "ICM_REPLY"),
+                ("Body", "ICM_BODY"),
+            ]
+        )
         return f"""[general]
 static = yes
 writeprotect = yes
@@ -419,7 +432,7 @@ autofallthrough = yes
 [globals]
 
 ; The project's shipped dialplan, unchanged.
-#include "{SHIPPED / 'extensions_icm.conf'}"
+#include "{SHIPPED / "extensions_icm.conf"}"
 
 ; The test's scenario. The dialled number picks the entry: 1... AMI, 2... FastAGI,
 ; 3... HTTP/CURL. Headers of the caller's INVITE steer the test: X-Tag names the call,
@@ -435,13 +448,13 @@ exten => _4X.,1,Gosub(icm-test,s,1)
  same => n,Goto(icm-test-after,s,1)
 
 [icm-test]
-exten => s,1,Set(TAG=${{FILTER(0-9a-zA-Z_,{self._header('X-Tag')})}})
- same => n,Set(CID64={self._header('X-CID64')})
+exten => s,1,Set(TAG=${{FILTER(0-9a-zA-Z_,{self._header("X-Tag")})}})
+ same => n,Set(CID64={self._header("X-CID64")})
  same => n,GotoIf($[${{LEN(${{CID64}})}} = 0]?number)
  same => n,Set(CALLERID(num)=${{BASE64_DECODE(${{CID64}})}})
- same => n(number),Set(ARGNUM=${{FILTER(0-9+,{self._header('X-Number')})}})
- same => n,Set(AFTER=${{FILTER(A-Z0-9/,{self._header('X-After')})}})
- same => n,Set(ICM_CONTINUE_AFTER_ANSWER=${{FILTER(01,{self._header('X-Continue')})}})
+ same => n(number),Set(ARGNUM=${{FILTER(0-9+,{self._header("X-Number")})}})
+ same => n,Set(AFTER=${{FILTER(A-Z0-9/,{self._header("X-After")})}})
+ same => n,Set(ICM_CONTINUE_AFTER_ANSWER=${{FILTER(01,{self._header("X-Continue")})}})
  same => n,Answer()
  same => n,UserEvent(TestStart,Tag: ${{TAG}})
  same => n,Return()
@@ -450,7 +463,7 @@ exten => s,1,Set(TAG=${{FILTER(0-9a-zA-Z_,{self._header('X-Tag')})}})
 ; A caller ID with CR/LF would cut this report's AMI frame (Asterisk writes CallerIDNum
 ; into every event unescaped): report under a clean one.
 exten => s,1,Set(CALLERID(num)=reported)
- same => n,UserEvent(TestResult,Tag: ${{TAG}},Status: ${{ICM_STATUS}},Manager: ${{ICM_MANAGER}},Source: ${{ICM_SOURCE}},DialStatus: ${{ICM_DIALSTATUS}},AgiStatus: ${{AGISTATUS}},Wait: ${{ICM_WAIT}},Reply: ${{ICM_REPLY}},Body: ${{ICM_BODY}})
+ same => n,UserEvent(TestResult,{report})
  same => n,GotoIf($[${{LEN(${{AFTER}})}} = 0]?end)
  same => n,Dial(${{AFTER}},10,g)
  same => n,UserEvent(TestAfter,Tag: ${{TAG}},DialStatus: ${{DIALSTATUS}})
@@ -539,6 +552,9 @@ match = {TRUNK_IP}
 """
 
     # life cycle
+    def _asterisk(self, *args: str) -> list[str]:
+        return [str(PREFIX / "sbin" / "asterisk"), "-C", str(self.etc / "asterisk.conf"), *args]
+
     def _env(self) -> dict[str, str]:
         return {**os.environ, "LD_LIBRARY_PATH": str(PREFIX / "lib")}
 
@@ -546,7 +562,7 @@ match = {TRUNK_IP}
         self.write_config()
         log = (self.run / "log" / "console.log").open("ab")
         self.process = subprocess.Popen(
-            [str(PREFIX / "sbin" / "asterisk"), "-C", str(self.etc / "asterisk.conf"), "-f", "-n", "-g"],
+            self._asterisk("-f", "-n", "-g"),
             env=self._env(),
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -566,7 +582,7 @@ match = {TRUNK_IP}
 
     def cli(self, command: str, timeout: float = 20.0) -> str:
         result = subprocess.run(
-            [str(PREFIX / "sbin" / "asterisk"), "-C", str(self.etc / "asterisk.conf"), "-rx", command],
+            self._asterisk("-rx", command),
             env=self._env(),
             capture_output=True,
             timeout=timeout,
@@ -665,8 +681,10 @@ Content-Length: 0
 """
     )
     if behaviour == "busy":
-        body = head + _msg(
-            """SIP/2.0 486 Busy Here
+        body = (
+            head
+            + _msg(
+                """SIP/2.0 486 Busy Here
 [last_Via:]
 [last_From:]
 [last_To:];tag=[pid]T[call_number]
@@ -674,7 +692,9 @@ Content-Length: 0
 [last_CSeq:]
 Content-Length: 0
 """
-        ) + '<recv request="ACK"/>\n'
+            )
+            + '<recv request="ACK"/>\n'
+        )
     elif behaviour == "ring":
         body = (
             head
@@ -842,7 +862,11 @@ class Sipp:
         ]
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=self.dir
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.dir,
             )
 
     def wait(self, timeout: float) -> int:
@@ -1095,7 +1119,8 @@ level = "debug"
 
     def readyz(self) -> int:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/readyz", timeout=2) as r:
+            url = f"http://127.0.0.1:{self.http_port}/readyz"
+            with urllib.request.urlopen(url, timeout=2) as r:
                 return r.status
         except urllib.error.HTTPError as exc:
             return exc.code
@@ -1157,9 +1182,11 @@ level = "debug"
 def result_of(pbx: Asterisk, call: Call, timeout: float = 30.0, mark: int = 0) -> Event:
     """The TestResult the scenario raised for ``call``."""
     return pbx.ami.wait(
-        lambda e: e.name == "UserEvent"
-        and e.get("userevent") == "TestResult"
-        and e.get("tag") == call.tag,
+        lambda e: (
+            e.name == "UserEvent"
+            and e.get("userevent") == "TestResult"
+            and e.get("tag") == call.tag
+        ),
         timeout,
         mark,
         what=f"TestResult of {call.tag}",
@@ -1168,9 +1195,9 @@ def result_of(pbx: Asterisk, call: Call, timeout: float = 30.0, mark: int = 0) -
 
 def start_of(pbx: Asterisk, call: Call, timeout: float = 30.0, mark: int = 0) -> Event:
     return pbx.ami.wait(
-        lambda e: e.name == "UserEvent"
-        and e.get("userevent") == "TestStart"
-        and e.get("tag") == call.tag,
+        lambda e: (
+            e.name == "UserEvent" and e.get("userevent") == "TestStart" and e.get("tag") == call.tag
+        ),
         timeout,
         mark,
         what=f"TestStart of {call.tag}",

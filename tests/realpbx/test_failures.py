@@ -111,9 +111,7 @@ def test_timeout_when_the_daemon_hangs(
     own_icm.signal(signal.SIGSTOP)
     try:
         mark = pbx.ami.mark()
-        call = place_call(
-            pbx, tmp_path, entry=entry, caller="74950000101", after=pbx.device("105")
-        )
+        call = place_call(pbx, tmp_path, entry=entry, caller="74950000101", after=pbx.device("105"))
         _, result, took = handed_over(pbx, call, mark)
         after = pbx.ami.wait(
             lambda e: e.get("userevent") == "TestAfter" and e.get("tag") == call.tag,
@@ -145,8 +143,7 @@ def test_fastagi_keeps_the_scenarios_absolute_timeout(
             mark = pbx.ami.mark()
             call = place_call(pbx, tmp_path, dialled="4000", caller="74950000999")
             timeout = pbx.ami.wait(
-                lambda e, tag=call.tag: e.get("userevent") == "TestTimeout"
-                and e.get("tag") == tag,
+                lambda e, tag=call.tag: e.get("userevent") == "TestTimeout" and e.get("tag") == tag,
                 30,
                 mark,
                 "TestTimeout",
@@ -221,7 +218,9 @@ def test_error_over_fastagi(alone: Asterisk, tmp_path: Path) -> None:
     server = _JunkAgi()
     try:
         pbx.ami.action("Setvar", Variable="ICM_WAIT", Value="3")
-        pbx.ami.action("Setvar", Variable="ICM_AGI_URL", Value=f"agi://127.0.0.1:{server.port}/route")
+        pbx.ami.action(
+            "Setvar", Variable="ICM_AGI_URL", Value=f"agi://127.0.0.1:{server.port}/route"
+        )
         mark = pbx.ami.mark()
         call = place_call(pbx, tmp_path, entry="agi", caller="74950000101")
         _, result, _ = handed_over(pbx, call, mark)
