@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import itertools
+import json
 import os
 import shutil
 import signal
@@ -403,6 +404,8 @@ write = all
     def _extensions_conf(self) -> str:
         tech = self.channel_tech
         hints = "\n".join(f"exten => {ext},hint,{tech}/{ext}" for ext in (*PHONES, OFFLINE))
+        # 106's hint also follows a custom state (do not disturb).
+        hints = hints.replace(f"{tech}/106", f"{tech}/106&Custom:DND106")
         entries = "\n".join(
             f"exten => _{digit}X.,1,Gosub(icm-test,s,1)\n"
             f" same => n,Gosub({context},6100,1(${{ARGNUM}}))\n"
@@ -1020,7 +1023,9 @@ class Icm:
         store: str | None = None,
         budget_ms: int = 1500,
         environ: dict[str, str] | None = None,
+        dial: str | None = None,
     ) -> None:
+        """:param dial: a [dial] section instead of the one that suits ``pbx``."""
         self.pbx, self.run, self.name = pbx, run, name
         self.http_port = free_port()
         self.agi_port = free_port()
@@ -1075,7 +1080,7 @@ listen = "127.0.0.1:{self.agi_port}"
 [log]
 level = "debug"
 
-{pbx.dial_section}
+{pbx.dial_section if dial is None else dial}
 {extra}
 """,
             encoding="utf-8",
@@ -1116,6 +1121,14 @@ level = "debug"
 
     def resyncs(self) -> int:
         return self.logs().count("presence resynchronised")
+
+    def readiness(self) -> dict[str, Any]:
+        url = f"http://127.0.0.1:{self.http_port}/readyz"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                return dict(json.loads(r.read()))
+        except urllib.error.HTTPError as exc:
+            return dict(json.loads(exc.read()))
 
     def readyz(self) -> int:
         try:
