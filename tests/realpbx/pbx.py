@@ -464,9 +464,11 @@ exten => s,1,Set(TAG=${{FILTER(0-9a-zA-Z_,{self._header("X-Tag")})}})
 
 [icm-test-after]
 ; A caller ID with CR/LF would cut this report's AMI frame (Asterisk writes CallerIDNum
-; into every event unescaped): report under a clean one.
-exten => s,1,Set(CALLERID(num)=reported)
+; into every event unescaped): report under a clean one, then put it back.
+exten => s,1,Set(CID_SAVED=${{CALLERID(num)}})
+ same => n,Set(CALLERID(num)=reported)
  same => n,UserEvent(TestResult,{report})
+ same => n,Set(CALLERID(num)=${{CID_SAVED}})
  same => n,GotoIf($[${{LEN(${{AFTER}})}} = 0]?end)
  same => n,Dial(${{AFTER}},10,g)
  same => n,UserEvent(TestAfter,Tag: ${{TAG}},DialStatus: ${{DIALSTATUS}})
