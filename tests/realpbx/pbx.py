@@ -84,9 +84,9 @@ def missing() -> str | None:
     binary = PREFIX / "sbin" / "asterisk"
     if not binary.exists():
         return (
-            f"no Asterisk at {PREFIX} (ICM_ASTERISK): build one as README's "
-            "'Running the real-PBX tests' says, then ICM_ASTERISK=/opt/asterisk "
-            ".venv/bin/pytest -m realpbx"
+            f"no Asterisk at {PREFIX} (ICM_ASTERISK): build one with "
+            "tests/realpbx/build-asterisk.sh (README, 'Running the real-PBX tests'), then "
+            "ICM_ASTERISK=/opt/asterisk .venv/bin/pytest -m realpbx"
         )
     if shutil.which("sipp") is None:
         return "sipp is not installed (apt install sip-tester): the real-PBX tier needs it"
