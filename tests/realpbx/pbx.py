@@ -393,6 +393,22 @@ permit = 127.0.0.1/255.255.255.255
 read = all
 write = all
 
+; Users whose event filters the facts about the simulator check (test_facts.py).
+[filtered-advanced]
+secret = {OBSERVER_SECRET}
+permit = 127.0.0.1/255.255.255.255
+read = all
+write = all
+eventfilter(action(include),name(UserEvent),header(UserEvent),method(exact)) = FactProbe
+
+[filtered-posix]
+secret = {OBSERVER_SECRET}
+permit = 127.0.0.1/255.255.255.255
+read = all
+write = all
+eventfilter = UserEvent: Fact\\d
+eventfilter = UserEvent: Class[[:digit:]]
+
 #tryinclude "{SHIPPED / "manager_icm.conf"}"
 """
 
@@ -444,6 +460,11 @@ autofallthrough = yes
 ; X-After: a device the scenario dials after ICM (is the channel still alive?).
 [from-trunk]
 {entries}
+; 5...: no ICM, the scenario only dials X-After with the X-Timeout it says.
+exten => _5X.,1,Gosub(icm-test,s,1)
+ same => n,Dial(${{AFTER}},${{DIALTIMEOUT}},g)
+ same => n,UserEvent(TestAfter,Tag: ${{TAG}},DialStatus: ${{DIALSTATUS}})
+ same => n,Hangup()
 exten => _4X.,1,Gosub(icm-test,s,1)
  same => n,Set(TIMEOUT(absolute)=30)
  same => n,Gosub(icm-agi,6100,1(${{ARGNUM}}))
@@ -457,6 +478,7 @@ exten => s,1,Set(TAG=${{FILTER(0-9a-zA-Z_,{self._header("X-Tag")})}})
  same => n,Set(CALLERID(num)=${{BASE64_DECODE(${{CID64}})}})
  same => n(number),Set(ARGNUM=${{FILTER(0-9+,{self._header("X-Number")})}})
  same => n,Set(AFTER=${{FILTER(A-Z0-9/,{self._header("X-After")})}})
+ same => n,Set(DIALTIMEOUT=${{FILTER(0-9.,{self._header("X-Timeout")})}})
  same => n,Set(ICM_CONTINUE_AFTER_ANSWER=${{FILTER(01,{self._header("X-Continue")})}})
  same => n,Answer()
  same => n,UserEvent(TestStart,Tag: ${{TAG}})
@@ -961,6 +983,7 @@ def place_call(
     number: str = "",
     after: str = "",
     continue_after_answer: bool = True,
+    dial_timeout: str = "",
     hold_ms: int = 20000,
     dialled: str | None = None,
     tag: str | None = None,
@@ -978,6 +1001,8 @@ def place_call(
     if after:
         headers["X-After"] = after
     headers["X-Continue"] = "1" if continue_after_answer else "0"
+    if dial_timeout:
+        headers["X-Timeout"] = dial_timeout
     service = dialled or f"{ENTRIES[entry][0]}000"
     sipp = Sipp(
         run,
