@@ -99,20 +99,30 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return int(sock.getsockname()[1])
 
 
-def free_udp_pair() -> int:
-    """An even UDP port whose successor is free too (RTP and RTCP)."""
-    for _ in range(50):
-        port = free_port(socket.SOCK_DGRAM)
-        port -= port % 2
+_port_blocks = itertools.count(0)
+
+
+def free_udp_block(size: int = 4) -> int:
+    """The first of ``size`` free UDP ports (SIPp binds its media port, +1 for RTCP, +2
+    and +3 for video), never handed out twice in a session: SIPp processes started a few
+    milliseconds apart must not race for the same port the kernel just freed. Outside
+    Asterisk's RTP range (rtp.conf 10000-29999)."""
+    for _ in range(2000):
+        block = (os.getpid() * 131 + next(_port_blocks)) % 6000
+        port = 32000 + block * size
+        sockets = []
         try:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a:
-                a.bind(("127.0.0.1", port))
-                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b:
-                    b.bind(("127.0.0.1", port + 1))
+            for offset in range(size):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                sockets.append(sock)
+                sock.bind(("0.0.0.0", port + offset))
             return port
         except OSError:
             continue
-    raise RuntimeError("no free UDP port pair")
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise RuntimeError("no free UDP ports for SIPp")
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str, step: float = 0.05) -> Any:
@@ -303,16 +313,16 @@ class Asterisk:
 
     run: Path
     tech: str
-    sip_port: int = field(default_factory=lambda: free_port(socket.SOCK_DGRAM))
+    sip_port: int = field(default_factory=free_udp_block)
     ami_port: int = field(default_factory=free_port)
-    provider_port: int = field(default_factory=lambda: free_port(socket.SOCK_DGRAM))
+    provider_port: int = field(default_factory=free_udp_block)
     phone_ports: dict[str, int] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     observer: Ami | None = None
 
     def __post_init__(self) -> None:
         for ext in PHONES:
-            self.phone_ports.setdefault(ext, free_port(socket.SOCK_DGRAM))
+            self.phone_ports.setdefault(ext, free_udp_block())
         self.etc = self.run / "etc"
 
     # naming
@@ -880,9 +890,9 @@ class Sipp:
             str(self.file),
             "-nostdin",
             "-cp",
-            str(free_port(socket.SOCK_DGRAM)),
+            str(free_udp_block()),
             "-mp",
-            str(free_udp_pair()),
+            str(free_udp_block()),
             "-trace_err",
             "-error_file",
             str(self.dir / f"{self.name}.errors"),
