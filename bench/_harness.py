@@ -85,6 +85,10 @@ url = "{store or tmp / "icm.db"}"
 listen = "127.0.0.1:{http_port}"
 [log]
 level = "warning"
+# The simulated Asterisk names its phones the chan_sip way.
+[dial]
+extension = "SIP/{{ext}}"
+external = "SIP/trunk/{{number}}"
 {extra}
 """,
         encoding="utf-8",

@@ -19,6 +19,7 @@ from icm.store import Store, StoreError
 
 DEFAULT_CONFIG = "icm.toml"
 MAP_WAIT_S = 3.0  # how long `icm lookup` waits for the CRMs' user maps
+CHECK_AMI_S = 3.0  # how long `icm check-config` tries AMI for its device check
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -118,7 +119,51 @@ def _check(args: argparse.Namespace) -> int:
         f"managers: {len(config.managers)}; store: {config.store.url}; "
         f"AMI {config.ami.username}@{config.ami.host}:{config.ami.port})"
     )
-    return 0
+    for line in asyncio.run(_check_devices(config)):
+        print(line)
+    return 0  # a warning is not a mistake in the file
+
+
+async def _check_devices(config: Config) -> list[str]:
+    """The devices Asterisk reports against the dial templates' channel technology, when
+    AMI answers within a few seconds; otherwise the check is skipped, and said so."""
+    from icm.ami.client import AmiClient, AmiError
+    from icm.dialing import technology_warnings
+
+    where = f"{config.ami.username}@{config.ami.host}:{config.ami.port}"
+    try:  # nothing listening: say so at once rather than retry for seconds
+        async with asyncio.timeout(CHECK_AMI_S):
+            _, writer = await asyncio.open_connection(config.ami.host, config.ami.port)
+        writer.close()
+    except (OSError, TimeoutError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "no answer"
+        return [f"device check skipped: AMI at {config.ami.host}:{config.ami.port}: {reason}"]
+    quiet = logging.getLogger("icm.ami")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # the reason is said below, once
+    ami = AmiClient(config.ami, lambda message: None)
+    ami.start()
+    try:
+        if not await ami.wait_logged_in(CHECK_AMI_S):
+            return [
+                f"device check skipped: no AMI login as {where} within {CHECK_AMI_S:.0f} s "
+                "(Asterisk down or unreachable, or the secret refused)"
+            ]
+        devices = await ami.list_action("DeviceStateList", timeout=CHECK_AMI_S)
+        try:
+            hints = await ami.list_action("ExtensionStateList", timeout=CHECK_AMI_S)
+        except AmiError:
+            hints = []
+    except AmiError as exc:
+        return [f"device check skipped: {exc}"]
+    finally:
+        await ami.close()
+        quiet.setLevel(level)
+    names = [m.get("device") for m in devices] + [m.get("hint") for m in hints]
+    warnings = technology_warnings(config.dial, names)
+    if warnings:
+        return [f"warning: {line}" for line in warnings]
+    return [f"devices: {len(devices)} devices and {len(hints)} hints match the dial templates"]
 
 
 def _reload(args: argparse.Namespace) -> int:

@@ -130,8 +130,9 @@ class RoutingSettings(_Section):
 class DialSettings(_Section):
     """``[dial]``: the templates of the Dial() strings ICM answers with."""
 
-    extension: str = "SIP/{ext}"
-    external: str = "SIP/trunk/{number}"
+    # PJSIP first: chan_sip is gone from Asterisk 21 on ("SIP/{ext}", "SIP/trunk/{number}").
+    extension: str = "PJSIP/{ext}"
+    external: str = "PJSIP/{number}@trunk"
     default: str = ""
 
     @field_validator("extension", "external", "default")

@@ -40,6 +40,7 @@ from icm.ami.frames import Message
 from icm.calls import CallTracker
 from icm.cluster import Claims
 from icm.config import Config, ConfigError, load, split_host_port
+from icm.dialing import technology_warnings
 from icm.entries.agi import AgiEntry
 from icm.entries.ami import AmiEntry
 from icm.entries.curl import HttpEntry
@@ -325,6 +326,9 @@ class Daemon:
             raise
         self.presence.replace(devices, hints)
         log.info("presence resynchronised: %d devices, %d hints", len(devices), len(hints))
+        names = [m.get("device") for m in devices] + [m.get("hint") for m in hints]
+        for line in technology_warnings(self.snapshot.config.dial, names):
+            log.warning("%s", line)
         await self._publish_wait()
         self.resyncs += 1
 

@@ -66,6 +66,8 @@ async def run_demo(*, listen: str = "127.0.0.1:9180", once: bool = False) -> int
                 "ami": {"port": pbx.port, "secret_env": "ICM_DEMO_SECRET"},
                 "routing": {"area_code": "495", "lookup_budget_ms": 1500, "dial_timeout_s": 3},
                 "managers": MANAGERS,
+                # The simulated PBX names its phones the chan_sip way.
+                "dial": {"extension": "SIP/{ext}", "external": "SIP/trunk/{number}"},
                 # The simulated conversations last a few tens of milliseconds.
                 "sources": {"icmdb": {"min_talk_s": 0.01}},
                 "store": {"url": str(Path(tmp) / "icm.db")},

@@ -46,9 +46,11 @@ class Timing:
     dial_timeout_s: int
 
     @property
-    def delivery_s(self) -> float:
-        """Time kept at the end of the budget to deliver the answer."""
-        return min(0.05, self.budget_s / 10)
+    def answer_margin_s(self) -> float:
+        """Time kept inside the budget for the answer's way back: the Setvar (AGI command,
+        HTTP body) reaching Asterisk and the dialplan seeing it (WaitForCondition looks
+        every 20 ms), plus the request's own way here."""
+        return min(0.1, self.budget_s / 5)
 
     @property
     def claim_timeout_s(self) -> float:
@@ -60,16 +62,17 @@ class Timing:
     @property
     def dialplan_wait_s(self) -> float:
         """How long the dialplan waits for an answer (global ICM_WAIT): the lookup budget
-        plus a margin for the answer's way back."""
-        return round(self.budget_s + max(0.3, self.budget_s * 0.2), 2)
-
-    def deadline(self, received: float) -> float:
-        """When the decision must be made (loop time) for a request received then."""
-        return received + self.budget_s - self.delivery_s
+        itself, "the longest a caller waits". The daemon decides and answers inside it."""
+        return round(self.budget_s, 2)
 
     def send_by(self, received: float) -> float:
-        """After this (loop time) no answer is sent: the dialplan has gone on."""
-        return received + self.budget_s
+        """The last moment (loop time) an answer to a request received then is sent."""
+        return received + self.budget_s - self.answer_margin_s
+
+    def deadline(self, received: float) -> float:
+        """When the decision must be made (loop time): a little before :meth:`send_by`,
+        to send it."""
+        return self.send_by(received) - min(0.05, self.budget_s / 10)
 
 
 @dataclass(frozen=True, slots=True)

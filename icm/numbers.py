@@ -22,6 +22,10 @@ _HIDDEN = frozenset(
 _SEPARATORS = re.compile(r"[\s().\-/]")
 _DIALABLE = re.compile(r"\+?\d+")
 _MAX_RAW = 64
+# A caller ID with control characters is junk, not a number with odd separators: a CR or
+# LF in it (a SIP From can carry %0D%0A) cuts AMI frames and AGI environments, so each
+# entry would read a different piece of it.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +72,8 @@ class Numbers:
         return re.sub(r"\D", "", dialled)
 
     def _normalise(self, raw: str) -> str | Skip:
+        if _CONTROL.search(raw):
+            return Skip("caller ID holds control characters")
         text = raw.strip()
         if text.lower() in _HIDDEN:
             return Skip("hidden caller ID")

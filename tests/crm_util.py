@@ -72,6 +72,8 @@ def crm_config(
             "managers": MANAGERS,
             "sources": source_sections,
             "store": {"url": store_url},
+            # The simulated Asterisk names its phones the chan_sip way.
+            "dial": {"extension": "SIP/{ext}", "external": "SIP/trunk/{number}"},
         },
         top,
     )

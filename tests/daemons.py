@@ -41,6 +41,9 @@ min_talk_s = 0.01
 url = "{store}"
 [http]
 listen = "127.0.0.1:{self.http_port}"
+[dial]
+extension = "SIP/{{ext}}"
+external = "SIP/trunk/{{number}}"
 {extra}
 """,
             encoding="utf-8",

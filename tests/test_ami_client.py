@@ -284,3 +284,23 @@ async def test_a_bug_in_the_connection_loop_is_logged_and_survived(server, conne
     server.drop()  # the next connection hits the bug, the one after works
     await until(lambda: server.logins == 3 and client.logged_in, timeout=5)
     assert "the connection loop failed; starting over" in caplog.text
+
+
+async def test_a_failed_resync_is_tried_again_on_the_same_link(server, connect, caplog):
+    """A restarting Asterisk takes logins before its modules are loaded (seen on a real
+    Asterisk 20: "Invalid/unknown command: DeviceStateList" for a moment): the login hook
+    runs again until it succeeds, without a reconnect."""
+    from icm.ami.client import AmiActionError
+
+    calls = []
+
+    async def on_login():
+        calls.append(1)
+        if len(calls) < 3:
+            raise AmiActionError("Invalid/unknown command: DeviceStateList")
+
+    client = await connect(on_login=on_login)
+    assert await client.wait_logged_in(2)
+    await until(lambda: len(calls) == 3, timeout=3)
+    assert server.logins == 1
+    assert caplog.text.count("resynchronisation after login failed") == 2

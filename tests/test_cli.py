@@ -80,7 +80,7 @@ def test_lookup_explain_and_json(config, capsys, tmp_path):
     asyncio.run(seed())
     code, out, _ = run(capsys, "lookup", "8 916 123-45-67", "--explain", "-c", config)
     assert code == 0
-    assert "+79161234567: DIAL -> SIP/101" in out
+    assert "+79161234567: DIAL -> PJSIP/101" in out
     assert "manager 101 (Anna), from icmdb" in out
     assert "1. icmdb" in out and "answered" in out and "inbound call, 42 s" in out
     code, out, _ = run(capsys, "lookup", "1234567", "--json", "-c", config)

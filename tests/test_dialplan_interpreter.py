@@ -761,8 +761,8 @@ def waitforcondition_data() -> str:
 async def test_waitforcondition_parsing_of_the_shipped_expression() -> None:
     interp = make_interp(globals_={"ICM_WAIT": "0.2"})
     interp.channel.variables["ICM_TOKEN"] = "170000000017123456"
-    # icm-start sets ICM_WAIT_S from the global, 2 s without it.
-    ([start],) = [[ln for ln in shipped_text().splitlines() if "Set(ICM_WAIT_S=" in ln]]
+    # icm-start sets ICM_WAIT_S from the global (filtered), 1.5 s without it.
+    start = next(ln for ln in shipped_text().splitlines() if ",Set(ICM_WAIT_S=" in ln)
     wait_s = start.split("Set(", 1)[1].rsplit(")", 1)[0]
     interp.set_variable("ICM_WAIT_S", interp.substitute(wait_s.split("=", 1)[1]))
     data = interp.substitute(waitforcondition_data())
@@ -778,10 +778,10 @@ async def test_waitforcondition_parsing_of_the_shipped_expression() -> None:
     interp.channel.variables["ICM_REPLY"] = "999|DIAL"
     assert interp.substitute(spec.condition) == "0,0.2,0.02"
     assert interp.warnings == []
-    # without the global, the IF falls back to 2 seconds
+    # without the global, ICM_WAIT_S is empty and the next line falls back to 1.5 s
     del interp.channel.globals["ICM_WAIT"]
-    interp.set_variable("ICM_WAIT_S", interp.substitute(wait_s.split("=", 1)[1]))
-    assert parse_wait_for_condition(interp.substitute(waitforcondition_data())).timeout_ms == 2000
+    assert interp.substitute(wait_s.split("=", 1)[1]) == ""
+    assert any("?Set(ICM_WAIT_S=1.5))" in ln for ln in shipped_text().splitlines())
 
 
 @pytest.mark.parametrize(
@@ -947,18 +947,18 @@ async def test_shipped_empty_status_is_error() -> None:
     await call(host)
     assert result(host) == ("ERROR", "")
     assert host.dials == []
-    # With a dial string the dialplan still dials, and keeps ERROR whatever the outcome.
+    # An answer without a status ICM sends cannot be read: nothing of it is dialled.
     host = Host(globals_=FAST, reply="|SIP/101|101|icmdb|20", dial_status="BUSY")
     await call(host)
-    assert host.dials == [("SIP/101", 20.0, "g")]
-    assert result(host) == ("ERROR", "BUSY")
+    assert host.dials == []
+    assert result(host) == ("ERROR", "")
     assert queued(host)
 
 
-async def test_shipped_default_wait_is_two_seconds() -> None:
+async def test_shipped_default_wait_is_the_default_budget() -> None:
     host = Host(reply="NOTFOUND||||")
     interp = await call(host)
-    assert any(line.endswith('"],2,0.02)') for line in interp.trace)
+    assert any(line.endswith('"],1.5,0.02)') for line in interp.trace)
 
 
 async def test_shipped_caller_hangs_up_while_waiting() -> None:

@@ -133,12 +133,13 @@ async def test_agi_daemon_down_fails_at_once(pbx):
     assert placed.status == "TIMEOUT" and placed.reached == [("Queue", ["reception"])]
 
 
-async def test_curl_daemon_down_is_not_found_at_once(pbx):
+async def test_curl_daemon_down_is_timeout_at_once(pbx):
+    """The same status as the other entries: ICM did not answer (issue 10, defect 3)."""
     pbx.globals["ICM_URL"] = f"http://127.0.0.1:{free_port()}"
     started = time.monotonic()
     placed = await call(pbx, "curl")
     assert time.monotonic() - started < 0.5
-    assert placed.status == "NOTFOUND" and placed.reached == [("Queue", ["reception"])]
+    assert placed.status == "TIMEOUT" and placed.reached == [("Queue", ["reception"])]
 
 
 async def test_curl_daemon_hanging_is_cut_by_the_transfer_timeout(pbx):
@@ -151,7 +152,7 @@ async def test_curl_daemon_hanging_is_cut_by_the_transfer_timeout(pbx):
     started = time.monotonic()
     placed = await call(pbx, "curl")
     assert 0.3 <= time.monotonic() - started < 0.8
-    assert placed.status == "NOTFOUND"
+    assert placed.status == "TIMEOUT"
     server.close()
 
 
@@ -184,17 +185,20 @@ async def test_http_route_answers(icm):
             assert response.status == 200
             assert await response.text() == "DIAL|SIP/101|101|icmdb|1"
         async with session.get(base, params={"number": "+79035550000"}) as response:
-            assert (response.status, await response.text()) == (200, "")
+            # An explicit NOTFOUND: an empty body only ever means "ICM did not answer".
+            assert (response.status, await response.text()) == (200, "NOTFOUND||||1")
+        async with session.get(base, params={"number": ""}) as response:
+            assert await response.text() == "ANONYMOUS||||1"  # a hidden caller ID
         async with session.get(base, params={"number": "anonymous"}) as response:
             assert await response.text() == "ANONYMOUS||||1"
         async with session.get(base) as response:
             assert response.status == 400 and await response.text() == ""
             assert "number" in response.headers["X-ICM-Error"]
-        icm.http_entry.metrics = None  # anything failing: 500 and an empty body, never a page
+        icm.http_entry.metrics = None  # anything failing: 500 and ERROR, never a page
         async with session.get(base, params={"number": CLIENT}) as response:
-            assert response.status == 500 and await response.text() == ""
+            assert response.status == 500 and await response.text() == "ERROR||||1"
         icm.http_entry.metrics = icm.metrics
         broken = dataclasses.replace(icm.snapshot, router=None)
-        icm.http_entry.current = lambda: broken  # the router fails: 500, never text with 200
+        icm.http_entry.current = lambda: broken  # the router fails: 500 and ERROR, as over AMI
         async with session.get(base, params={"number": CLIENT}) as response:
-            assert response.status == 500 and await response.text() == ""
+            assert response.status == 500 and await response.text() == "ERROR||||1"

@@ -56,6 +56,10 @@ url = "{tmp_path / "icm.db"}"
 listen = "127.0.0.1:{http_port}"
 [log]
 level = "info"
+# The simulated Asterisk names its phones the chan_sip way.
+[dial]
+extension = "SIP/{{ext}}"
+external = "SIP/trunk/{{number}}"
 """,
         encoding="utf-8",
     )
@@ -147,7 +151,7 @@ async def test_sigkill_mid_traffic_loses_nothing_written_and_corrupts_nothing(pb
         # Restart on the same file: what was learned before the kill routes calls...
         daemon = await start(config, log)
         await pbx.ami.wait_login(2, timeout=20)
-        await until(lambda: pbx.globals.get("ICM_WAIT") == "0.80", timeout=5)
+        await until(lambda: pbx.globals.get("ICM_WAIT") == "0.50", timeout=5)
         await asyncio.sleep(0.2)  # presence resynchronised
         after = await pbx.call(callers[0])
         # ...and learning goes on.

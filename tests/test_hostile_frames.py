@@ -262,6 +262,8 @@ async def handle_all(tmp_path, messages: list[Message]) -> None:
             "sources": {"icmdb": {"min_talk_s": 0}},
             "store": {"url": str(tmp_path / f"fuzz-{time.monotonic_ns()}.db")},
             "http": {"enabled": False},
+            # The simulated Asterisk's channel names are chan_sip's.
+            "dial": {"extension": "SIP/{ext}", "external": "SIP/trunk/{number}"},
         },
         "fuzz.toml",
         SECRET_ENV,

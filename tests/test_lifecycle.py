@@ -39,6 +39,10 @@ min_talk_s = 60
 url = "{store}"
 [http]
 listen = "127.0.0.1:0"
+# The simulated Asterisk names its phones the chan_sip way.
+[dial]
+extension = "SIP/{{ext}}"
+external = "SIP/trunk/{{number}}"
 """
 
 

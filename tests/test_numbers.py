@@ -85,3 +85,13 @@ def test_national_digits_are_what_the_trunk_dials(moscow):
     assert moscow.national_digits("+79161234567") == "89161234567"
     assert moscow.national_digits("+442079460958") == "810442079460958"
     assert Numbers("GB").national_digits("+442079460958") == "02079460958"
+
+
+@pytest.mark.parametrize(
+    "raw", ["7916\n1234567", "79161234567\r\n", "7916\t1234567", "\x0079161234567", "7916\x7f"]
+)
+def test_control_characters_make_junk(moscow, raw):
+    """A real Asterisk passes CR/LF from a SIP From (%0D%0A) into CALLERID(num); each
+    entry would then read a different piece of it (AMI and AGI cut lines there)."""
+    skip = moscow.normalise(raw)
+    assert isinstance(skip, Skip) and "control" in skip.reason

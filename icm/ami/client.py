@@ -351,13 +351,24 @@ class AmiClient:
                 log.warning("AMI: connection to %s lost; reconnecting", self.where)
 
     async def _after_login(self) -> None:
+        """Run the login hook; on an AMI error, again (backing off) while the link lasts:
+        a restarting Asterisk takes logins before its modules are loaded ("Invalid/unknown
+        command: DeviceStateList" for a second or so)."""
         assert self._on_login is not None
-        try:
-            await self._on_login()
-        except AmiError as exc:
-            log.warning("AMI: resynchronisation after login failed: %s", exc)
-        except Exception:
-            log.exception("AMI: resynchronisation after login failed")
+        delay = 0.25
+        while True:
+            try:
+                await self._on_login()
+                return
+            except AmiError as exc:
+                log.warning(
+                    "AMI: resynchronisation after login failed: %s; again in %.1f s", exc, delay
+                )
+            except Exception:
+                log.exception("AMI: resynchronisation after login failed")
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.settings.reconnect_max_s)
 
     async def _keepalive(self, link: _Link) -> None:
         settings = self.settings

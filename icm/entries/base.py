@@ -9,7 +9,7 @@ import re
 from collections.abc import Callable
 
 from icm.metrics import Metrics
-from icm.model import Decision, RouteRequest, Status, Step
+from icm.model import Decision, RouteRequest, Status, Step, Timing
 from icm.router import Router
 from icm.snapshot import Snapshot
 
@@ -52,11 +52,16 @@ class Entry:
     @staticmethod
     def reply(request: RouteRequest, decision: Decision) -> str:
         """``token|status|dial|manager|source|dial_timeout`` (no token: no leading field)."""
-        fields = [*reply_fields(decision), str(request.timing.dial_timeout_s)]
-        return "|".join([request.token, *fields] if request.token else fields)
+        return reply_line(decision, request.timing, request.token)
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.@+\-]")
+
+
+def reply_line(decision: Decision, timing: Timing, token: str = "") -> str:
+    """``token|status|dial|manager|source|dial_timeout`` (no token: no leading field)."""
+    fields = [*reply_fields(decision), str(timing.dial_timeout_s)]
+    return "|".join([token, *fields] if token else fields)
 
 
 async def decide(router: Router, request: RouteRequest) -> Decision:

@@ -2,11 +2,13 @@
 
 ``GET /route?number=NUMBER[&uniqueid=UNIQUEID]`` on the daemon's HTTP address (loopback
 by default) answers one line, ``status|dial|manager|source|dial_timeout``, the same
-fields as ``ICM_REPLY`` without the token. The body is empty when nobody knows the caller
-and there is nothing to dial, so a dialplan that only checks for an empty answer falls
-back by itself. A failure never answers 200 with an error text: it answers 500 with an
-empty body (``CURL()`` returns the body whatever the status), the reason in the
-``X-ICM-Error`` header.
+fields as ``ICM_REPLY`` without the token, for every decision: ``NOTFOUND`` too, so that
+an empty body only ever means "ICM did not answer". The shipped ``[icm-curl]`` context
+reads an empty body (the daemon down, hung past ``CURLOPT(httptimeout)``, stopping) as
+``TIMEOUT``, the status the AMI and FastAGI entries give in the same case. A decision
+that failed is the line ``ERROR|...`` with status 500 (``CURL()`` returns the body
+whatever the status); the reason is in the ``X-ICM-Error`` header, never in the body.
+An empty ``number`` is a hidden caller ID (``ANONYMOUS``); a missing one is a 400.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ import logging
 
 from aiohttp import web
 
-from icm.entries.base import Entry, decide, record
-from icm.model import Status
+from icm.entries.base import Entry, decide, record, reply_line
+from icm.model import Decision, Status
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +31,12 @@ class HttpEntry(Entry):
             return await self._route(request)
         except Exception:  # whatever failed, CURL() must not read an error page as a status
             log.exception("HTTP entry: routing request failed")
-            return _empty(500, "internal error (see the daemon's log)")
+            return self._failed("internal error (see the daemon's log)")
 
     async def _route(self, request: web.Request) -> web.Response:
-        number = request.query.get("number", "")
-        if not number:
+        if "number" not in request.query:
             return _empty(400, "the number query parameter is missing")
+        number = request.query["number"]
         if not self.accepting:
             return _empty(503, "ICM is stopping")
         call, snapshot = self.request("", number, request.query.get("uniqueid", "")[:64])
@@ -47,10 +49,15 @@ class HttpEntry(Entry):
         total_ms = self.elapsed_ms(call)
         record(decision, call, self.metrics, entry="http", total_ms=total_ms, delivered=True)
         if decision.status is Status.ERROR:
-            return _empty(500, decision.reason)
-        if decision.status is Status.NOTFOUND and not decision.dial:
-            return web.Response(text="", content_type="text/plain")
+            return self._failed(decision.reason)
         return web.Response(text=self.reply(call, decision), content_type="text/plain")
+
+    def _failed(self, reason: str) -> web.Response:
+        """ERROR for the dialplan; the reason only in a header."""
+        failed = reply_line(Decision(Status.ERROR), self.current().timing)
+        return web.Response(
+            status=500, text=failed, content_type="text/plain", headers={"X-ICM-Error": reason}
+        )
 
 
 def _empty(status: int, reason: str) -> web.Response:
