@@ -1,7 +1,8 @@
 """The HTTP side every CRM source shares: one aiohttp session per source, bounded time,
-bounded bodies, rate limits, and every transport failure turned into a
-:class:`~icm.sources.SourceError` that names the source, the host and the reason only
-(never a URL: a Bitrix24 webhook URL holds its secret code).
+bounded bodies, rate limits, and every transport failure turned into a typed
+:class:`~icm.sources.SourceError` (timeout, connection, bad response) that names the
+source, the host and the reason only (never a URL: a Bitrix24 webhook URL holds its
+secret code).
 
 Retries: a ringing call cannot afford them, with one exception: a request that finds its
 connection closed before any answer (a keep-alive connection the server dropped) is sent
@@ -16,12 +17,12 @@ import json
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
-from pydantic import Field
+from pydantic import AfterValidator, Field
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_none
 from yarl import URL
 
@@ -29,7 +30,13 @@ from icm import __version__
 from icm.guard import RemoteSourceSettings
 from icm.metrics import Metrics
 from icm.ratelimit import RateLimiter
-from icm.sources import SourceContext, SourceError, SourceTimeout
+from icm.sources import (
+    SourceBadResponse,
+    SourceConnectionError,
+    SourceContext,
+    SourceError,
+    SourceTimeout,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +45,9 @@ USER_AGENT = f"icm/{__version__}"
 # drops before an answer.
 _RETRIED_BY_AIOHTTP = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _CHUNK = 64 * 1024
+_UNREAD = object()
+
+E = TypeVar("E", bound=SourceError)
 
 
 class HttpSourceSettings(RemoteSourceSettings):
@@ -52,34 +62,47 @@ class HttpSourceSettings(RemoteSourceSettings):
     users_refresh_s: float = Field(default=300.0, ge=5, le=86_400)
 
 
-def http_address(value: str, example: str) -> str:
-    """A settings validator: an http(s) address without a trailing slash."""
-    url = URL(value)
-    if url.scheme not in ("http", "https") or not url.host:
-        raise ValueError(f"{value!r} is not an address (expected e.g. {example!r})")
-    return value.rstrip("/")
+def http_address(example: str) -> AfterValidator:
+    """A settings validator: an http(s) address (like ``example``), kept without its
+    trailing slash; an empty value stays empty (a field that is not always needed)."""
+
+    def check(value: str) -> str:
+        url = URL(value)
+        if value and (url.scheme not in ("http", "https") or not url.host):
+            raise ValueError(f"{value!r} is not an address (expected e.g. {example!r})")
+        return value.rstrip("/")
+
+    return AfterValidator(check)
 
 
-class _StaleConnection(SourceError):
+class _StaleConnection(SourceConnectionError):
     """The server closed the connection before answering (a pooled keep-alive one)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Reply:
+    """One HTTP response, read whole: status, headers and body."""
+
     source: str
     host: str
     status: int
     headers: Mapping[str, str]
     body: bytes
+    _parsed: Any = field(default=_UNREAD, repr=False, compare=False)
 
     def json(self) -> Any:
-        """The body as JSON; :class:`SourceError` if it is not JSON."""
-        try:
-            return json.loads(self.body)
-        except (ValueError, UnicodeDecodeError):
-            raise SourceError(
-                self.source, f"malformed JSON in an HTTP {self.status} response", self.host
-            ) from None
+        """The body as JSON (parsed once); :class:`SourceBadResponse` if it is not JSON."""
+        if self._parsed is _UNREAD:
+            try:
+                self._parsed = json.loads(self.body)
+            except (ValueError, UnicodeDecodeError):
+                raise SourceBadResponse(
+                    self.source,
+                    f"malformed JSON in an HTTP {self.status} response",
+                    self.host,
+                    status=self.status,
+                ) from None
+        return self._parsed
 
     def retry_after(self, default: float, cap: float = 300.0) -> float:
         """Seconds the server asks to wait (``Retry-After``), else ``default``."""
@@ -97,7 +120,7 @@ class Reply:
 
 
 class HttpClient:
-    """One CRM account over HTTP.
+    """One CRM account over HTTP: a session, its rate limit and typed errors.
 
     :param base_url: the API's address; relative paths are joined to it. Absolute URLs
         (pagination links) must point at the same host and scheme.
@@ -165,15 +188,16 @@ class HttpClient:
             session, self._session = self._session, None
             await session.close()
 
-    def error(self, reason: str) -> SourceError:
-        return SourceError(self.source, reason, self.host)
+    def error(self, kind: type[E], reason: str, status: int = 0) -> E:
+        """A ``kind`` of :class:`SourceError` naming this source and host."""
+        return kind(self.source, reason, self.host, status=status)
 
     def url(self, path: str, query: str | None = None) -> URL:
         """``path`` joined to the base URL; ``query``: an already encoded query string."""
         if path.startswith(("http://", "https://")):
             url = URL(path)
             if (url.scheme, url.host, url.port) != (self.base.scheme, self.host, self.base.port):
-                raise self.error("a link points at another host (refused)")
+                raise self.error(SourceBadResponse, "a link points at another host (refused)")
         else:
             url = self.base.join(URL(path.lstrip("/"), encoded=True))
         if query is not None:
@@ -205,7 +229,7 @@ class HttpClient:
         :param timeout_s: instead of the client's own timeout.
         """
         if self._session is None:
-            raise self.error("not started")
+            raise self.error(SourceError, "not started")
         url = self.url(path, query)
         if params:
             url = url.update_query(params)
@@ -259,17 +283,19 @@ class HttpClient:
                 self.source, f"no response within {timeout_s * 1000:.0f} ms", self.host
             ) from None
         except aiohttp.ClientConnectorError:
-            raise self.error("cannot connect") from None
+            raise self.error(SourceConnectionError, "cannot connect") from None
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
             if received or not isinstance(exc, aiohttp.ServerDisconnectedError):
-                raise self.error("connection dropped") from None
-            raise _StaleConnection(self.source, "connection dropped", self.host) from None
+                raise self.error(SourceConnectionError, "connection dropped") from None
+            raise self.error(_StaleConnection, "connection dropped") from None
         except aiohttp.ClientPayloadError:
-            raise self.error("connection dropped (truncated response)") from None
+            dropped = "connection dropped (truncated response)"
+            raise self.error(SourceConnectionError, dropped) from None
         except aiohttp.ClientResponseError:
-            raise self.error("malformed HTTP response") from None
+            raise self.error(SourceBadResponse, "malformed HTTP response") from None
         except aiohttp.ClientError as exc:
-            raise self.error(f"HTTP client error ({type(exc).__name__})") from None
+            failed = f"HTTP client error ({type(exc).__name__})"
+            raise self.error(SourceConnectionError, failed) from None
         finally:
             if self.metrics is not None:
                 self.metrics.source_requests.labels(self.source, result).inc()
@@ -285,12 +311,14 @@ class HttpClient:
     async def _read(self, response: aiohttp.ClientResponse) -> bytes:
         length = response.content_length
         if length is not None and length > self.max_body:
-            raise self.error(f"response too large ({length} bytes > {self.max_body})")
+            too_large = f"response too large ({length} bytes > {self.max_body})"
+            raise self.error(SourceBadResponse, too_large, response.status)
         chunks: list[bytes] = []
         size = 0
         async for chunk in response.content.iter_chunked(_CHUNK):
             size += len(chunk)
             if size > self.max_body:
-                raise self.error(f"response too large (over {self.max_body} bytes)")
+                too_large = f"response too large (over {self.max_body} bytes)"
+                raise self.error(SourceBadResponse, too_large, response.status)
             chunks.append(chunk)
         return b"".join(chunks)

@@ -27,9 +27,14 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
 
-from icm.secrets import SecretRef
-from icm.sources import SourceError
+from pydantic import Field, model_validator
+
+from connectors._auth import Shared
+from connectors._http_client import HttpClient, HttpSourceSettings, Reply
+from icm.secrets import SecretRef, secret_fields
+from icm.sources import SourceAuthError, SourceBadResponse, SourceError
 from icm.store import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -39,6 +44,8 @@ _MARGIN_S = 60.0  # a token this close to its expiry is not used any more
 
 @dataclass(frozen=True, slots=True)
 class Tokens:
+    """An OAuth2 pair: the access token, the refresh token and when the first expires."""
+
     access: str
     refresh: str
     expires_at: float  # Unix time
@@ -46,18 +53,87 @@ class Tokens:
     def valid(self, now: float | None = None) -> bool:
         return bool(self.access) and self.expires_at - _MARGIN_S > (now or time.time())
 
+    @classmethod
+    def parse(cls, data: Any, default_lifetime_s: float | None = None) -> Tokens:
+        """The pair in an OAuth2 token answer (``access_token``, ``refresh_token``,
+        ``expires_in``); :class:`ValueError` if it holds none."""
+        try:
+            lifetime = float(data.get("expires_in", default_lifetime_s))
+            access, refresh = str(data["access_token"]), str(data["refresh_token"])
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise ValueError("an OAuth answer without tokens") from None
+        return cls(access, refresh, time.time() + lifetime)
+
 
 Refresh = Callable[[str], Awaitable[Tokens]]
 
 
+class OAuthSettings(HttpSourceSettings):
+    """Settings of a CRM that may authorise as an OAuth2 application (``auth = "oauth"``).
+
+    A CRM's settings describe each secret field (``Field(description=...)``: messages
+    name it so), say what else OAuth needs (``oauth_needs``) and give ``client_secret``
+    its own default variable.
+    """
+
+    oauth_needs: ClassVar[tuple[str, ...]] = ("client_id",)
+
+    client_id: str = ""
+    client_secret: SecretRef = SecretRef()
+    refresh_token: SecretRef = Field(
+        SecretRef(), description="the first refresh token of the OAuth application"
+    )
+
+    @model_validator(mode="after")
+    def _oauth_needs(self) -> OAuthSettings:
+        if self.oauth and not all(getattr(self, name) for name in self.oauth_needs):
+            raise ValueError(f"auth = 'oauth' needs {' and '.join(self.oauth_needs)}")
+        return self
+
+    @property
+    def oauth(self) -> bool:
+        return getattr(self, "auth", "") == "oauth"
+
+    def secrets(self) -> dict[str, str]:
+        """Without OAuth, the CRM's own secret; with it, the application's secret and,
+        if named, the first refresh token."""
+        fields = type(self).model_fields
+        described = {name: fields[name].description or name for name in secret_fields(type(self))}
+        if not self.oauth:
+            return {k: v for k, v in described.items() if k not in _OAUTH_SECRETS}
+        wanted = _OAUTH_SECRETS if self.refresh_token.named else _OAUTH_SECRETS[:1]
+        return {name: described[name] for name in wanted}
+
+
+_OAUTH_SECRETS = ("client_secret", "refresh_token")
+
+
+def tokens_in(
+    reply: Reply, client: HttpClient, advice: str, default_lifetime_s: float | None = None
+) -> Tokens:
+    """The pair in the CRM's answer to a refresh; :class:`~icm.sources.SourceAuthError`
+    if it refused (``advice`` says what the administrator must do)."""
+    if reply.status != 200:
+        refused = f"OAuth refresh refused (HTTP {reply.status}): {advice}"
+        raise client.error(SourceAuthError, refused, reply.status)
+    try:
+        return Tokens.parse(reply.json(), default_lifetime_s)
+    except ValueError:
+        raise client.error(SourceBadResponse, "OAuth refresh answer without tokens") from None
+
+
 class TokenKeeper:
-    """:param refresh: exchanges a refresh token for new tokens (the CRM's own endpoint);
-        raises :class:`SourceError` when refused.
+    """OAuth2 tokens kept in the store, refreshed once at a time across instances.
+
+    :param refresh: exchanges a refresh token for new tokens (the CRM's own endpoint);
+        raises :class:`~icm.sources.SourceAuthError` when refused.
     :param initial_refresh: the refresh token from the configuration, used only while the
         store holds none.
     :param key: where the pair lives in the store (``oauth:<source>``).
     :param lock_ttl_s: how long a refresh may hold the lock (longer than its timeout).
     """
+
+    renewable = True
 
     def __init__(
         self,
@@ -76,7 +152,7 @@ class TokenKeeper:
         self.key = key
         self.lock_ttl_s = lock_ttl_s
         self._tokens: Tokens | None = None
-        self._renewing: asyncio.Task[str] | None = None
+        self._renewal: Shared[str] = Shared(f"{source}-oauth")
         self._owner = uuid.uuid4().hex
         self._task: asyncio.Task[None] | None = None
         self.refreshes = 0  # refreshes this instance made
@@ -94,15 +170,7 @@ class TokenKeeper:
     async def renew(self, stale: str | None) -> str:
         """A new access token after ``stale`` was refused (or expired): one refresh for
         every caller in this process, and none if another instance already made one."""
-        if self._renewing is None:
-            self._renewing = asyncio.create_task(self._renew(stale), name=f"{self.source}-oauth")
-            self._renewing.add_done_callback(self._renewed)
-        return await asyncio.shield(self._renewing)
-
-    def _renewed(self, task: asyncio.Task[str]) -> None:
-        self._renewing = None
-        if not task.cancelled():
-            task.exception()
+        return await self._renewal.run(lambda: self._renew(stale))
 
     def start(self) -> None:
         """Refresh in the background before the access token expires."""
@@ -110,11 +178,11 @@ class TokenKeeper:
             self._task = asyncio.create_task(self._ahead(), name=f"{self.source}-oauth-ahead")
 
     async def close(self) -> None:
-        for task in (self._task, self._renewing):
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
         self._task = None
+        await self._renewal.close()
 
     async def _ahead(self) -> None:
         while True:
@@ -149,7 +217,7 @@ class TokenKeeper:
                 return current.access
             if current is None:
                 if self._initial is None or not self._initial.get_secret_value():
-                    raise SourceError(
+                    raise SourceAuthError(
                         self.source,
                         "no OAuth tokens yet (expected refresh_token_env or refresh_token_file "
                         "with the first refresh token)",

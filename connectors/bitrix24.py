@@ -21,26 +21,33 @@ is the caller's.
 
 from __future__ import annotations
 
-import logging
+import dataclasses
 import re
 import time
-from typing import Any, ClassVar, Literal
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlencode
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field
 from yarl import URL
 
-from connectors._http_client import HttpClient, HttpSourceSettings, Reply, http_address
-from connectors._oauth import TokenKeeper, Tokens
+from connectors._auth import Credentials
+from connectors._crm import CrmSource, Record, once_each
+from connectors._http_client import HttpClient, Reply, http_address
+from connectors._oauth import OAuthSettings, Tokens, tokens_in
 from connectors._phones import variants
-from connectors._users import CrmUser, UserMap
-from icm.managers import Managers
+from connectors._users import CrmUser
 from icm.model import Answer
-from icm.numbers import Numbers
 from icm.secrets import SecretRef
-from icm.sources import SourceContext, SourceError, SourceSettings
-
-log = logging.getLogger(__name__)
+from icm.sources import (
+    SourceAuthError,
+    SourceBadResponse,
+    SourceContext,
+    SourceError,
+    SourceRateLimited,
+    SourceResponseError,
+    SourceSettings,
+)
 
 Entity = Literal["contact", "company", "lead"]
 _WEBHOOK = re.compile(r"^https?://[^/\s]+(/[^\s]*)?/rest/\d+/[A-Za-z0-9_]+/?$")
@@ -49,18 +56,27 @@ _SEARCH = "telephony.externalCall.searchCrmEntities"
 _CLOSED_DAY = frozenset({"CLOSED", "PAUSED", "EXPIRED"})
 
 
-class Bitrix24Settings(HttpSourceSettings):
+class Bitrix24Settings(OAuthSettings):
+    """The ``[sources.bitrix24]`` section: the portal, its credentials and limits."""
+
+    oauth_needs: ClassVar[tuple[str, ...]] = ("portal", "client_id")
+
     auth: Literal["webhook", "oauth"] = "webhook"
     # The inbound webhook URL (a secret: it holds the code).
-    webhook: SecretRef = SecretRef(env="ICM_BITRIX24_WEBHOOK")
+    webhook: SecretRef = Field(
+        SecretRef(env="ICM_BITRIX24_WEBHOOK"), description="the Bitrix24 inbound webhook URL"
+    )
     # OAuth application: the portal's address, the application's id and secret.
-    portal: str = ""
-    client_id: str = ""
-    client_secret: SecretRef = SecretRef(env="ICM_BITRIX24_CLIENT_SECRET")
-    refresh_token: SecretRef = SecretRef()
-    oauth_server: str = "https://oauth.bitrix.info"
+    portal: Annotated[str, http_address("https://example.bitrix24.ru")] = ""
+    client_secret: SecretRef = Field(
+        SecretRef(env="ICM_BITRIX24_CLIENT_SECRET"),
+        description="the Bitrix24 application's secret",
+    )
+    oauth_server: Annotated[str, http_address("https://example.bitrix24.ru")] = (
+        "https://oauth.bitrix.info"
+    )
     method: Literal["search", "duplicates"] = "search"
-    entities: list[Entity] = ["contact", "company", "lead"]
+    entities: Annotated[list[Entity], once_each(Entity)] = ["contact", "company", "lead"]
     # Ring the responsible's Bitrix24 mobile (PERSONAL_MOBILE) with ring_mobiles, for a
     # manager who has no mobiles in [managers].
     use_mobile: bool = False
@@ -69,32 +85,6 @@ class Bitrix24Settings(HttpSourceSettings):
     require_open_workday: bool = False
     rate_per_s: float = Field(default=2.0, gt=0, le=5.0)
     burst: int = Field(default=50, ge=1, le=250)
-
-    @field_validator("portal", "oauth_server")
-    @classmethod
-    def _address(cls, value: str) -> str:
-        return http_address(value, "https://example.bitrix24.ru") if value else value
-
-    @field_validator("entities")
-    @classmethod
-    def _entities(cls, entities: list[str]) -> list[str]:
-        if not entities or len(set(entities)) != len(entities):
-            raise ValueError("expected each of contact, company, lead at most once")
-        return entities
-
-    @model_validator(mode="after")
-    def _oauth_needs_app(self) -> Bitrix24Settings:
-        if self.auth == "oauth" and not (self.portal and self.client_id):
-            raise ValueError("auth = 'oauth' needs portal and client_id")
-        return self
-
-    def secrets(self) -> dict[str, str]:
-        if self.auth == "webhook":
-            return {"webhook": "the Bitrix24 inbound webhook URL"}
-        needed = {"client_secret": "the Bitrix24 application's secret"}
-        if self.refresh_token.named:
-            needed["refresh_token"] = "the first Bitrix24 refresh token"
-        return needed
 
     def check_secrets(self) -> dict[str, str]:
         webhook = self.webhook.get_secret_value()
@@ -107,115 +97,63 @@ class Bitrix24Settings(HttpSourceSettings):
         return {}
 
 
-class Bitrix24Source:
+class Bitrix24Source(CrmSource[Bitrix24Settings]):
+    """Bitrix24 as a source: CRM objects found by phone, with their responsible's inner
+    phone."""
+
     name: ClassVar[str] = "bitrix24"
     Settings: ClassVar[type[SourceSettings]] = Bitrix24Settings
-    remote: ClassVar[bool] = True
 
     def __init__(self, settings: SourceSettings, context: SourceContext) -> None:
-        assert isinstance(settings, Bitrix24Settings)
-        self.settings = settings
-        self.numbers: Numbers = context.numbers
-        self.managers: Managers = context.managers
-        if settings.auth == "webhook":
-            base = settings.webhook.get_secret_value()
-        else:
-            base = f"{settings.portal}/rest/"
-        account = URL(base).host or "?"
-        self.http = HttpClient.for_account(self.name, settings, context, base, account)
-        self.limiter = self.http.limiter
-        self.keeper: TokenKeeper | None = None
         self.oauth_http: HttpClient | None = None
-        if settings.auth == "oauth":
-            self.oauth_http = HttpClient(
-                self.name, settings.oauth_server, timeout_s=10, max_body=100_000
-            )
-            self.keeper = TokenKeeper(
-                self.name,
-                context.store,
-                self._refresh,
-                initial_refresh=settings.refresh_token,
-                key=f"oauth:{self.name}:{account}",
-            )
-        self.users = UserMap(
-            self.name, settings.users_refresh_s, self._fetch_users, metrics=context.metrics
-        )
+        super().__init__(settings, context)
+        self.managers = context.managers
         self._reset_at: dict[str, float] = {}  # method -> when its time budget resets
 
-    async def start(self) -> None:
-        await self.http.start()
-        if self.oauth_http is not None:
-            await self.oauth_http.start()
-        if self.keeper is not None:
-            self.keeper.start()
-        self.users.start()
+    def address(self) -> tuple[str, str]:
+        if self.settings.auth == "webhook":
+            base = self.settings.webhook.get_secret_value()
+        else:
+            base = f"{self.settings.portal}/rest/"
+        return base, URL(base).host or "?"
 
-    async def close(self) -> None:
-        await self.users.close()
-        if self.keeper is not None:
-            await self.keeper.close()
-        if self.oauth_http is not None:
-            await self.oauth_http.close()
-        await self.http.close()
+    def make_credentials(self) -> Credentials:
+        if self.settings.auth == "webhook":
+            return super().make_credentials()  # the webhook's URL holds its code
+        self.oauth_http = self.client(self.settings.oauth_server, timeout_s=10, max_body=100_000)
+        return self.oauth(self._refresh, self.settings.refresh_token)
 
-    async def wait_ready(self, timeout_s: float) -> None:
-        """Wait a little for the user map (``icm lookup``; the daemon never waits)."""
-        await self.users.wait(timeout_s)
+    def sign(self, token: str, request: dict[str, Any]) -> dict[str, Any]:
+        """An OAuth token travels in the body (``auth``)."""
+        if not token:
+            return request
+        return {**request, "json_body": {**request["json_body"], "auth": token}}
 
-    async def lookup(self, number: str) -> Answer | None:
+    def expired(self, reply: Reply) -> bool:
+        return _error_code(reply) == "expired_token"
+
+    async def search(self, number: str) -> AsyncIterator[list[Record]]:
         forms = variants(self.numbers, number)
         if self.settings.method == "search":
-            return await self._search(forms)
-        return await self._duplicates(forms)
-
-    # telephony.externalCall.searchCrmEntities, every form in one batch.
-
-    async def _search(self, forms: list[str]) -> Answer | None:
-        commands = {
-            f"v{i}": f"{_SEARCH}?{urlencode({'PHONE_NUMBER': f})}" for i, f in enumerate(forms)
-        }
-        results = await self._batch(commands, _SEARCH)
-        hits: dict[tuple[str, str], dict[str, Any]] = {}
-        for key in commands:
-            for hit in _list(results.get(key)):
-                if isinstance(hit, dict):
-                    ident = (str(hit.get("CRM_ENTITY_TYPE")), str(hit.get("CRM_ENTITY_ID")))
-                    hits.setdefault(ident, hit)
+            found = await self._search(forms)
+        else:
+            found = await self._duplicates(forms)
         for kind in self.settings.entities:
-            for (entity_type, entity_id), hit in hits.items():
-                if entity_type.lower() == kind:
-                    assigned = hit.get("ASSIGNED_BY")
-                    return self._answer(
-                        f"{kind} {entity_id}",
-                        hit.get("ASSIGNED_BY_ID"),
-                        assigned if isinstance(assigned, dict) else {},
-                    )
-        return None
+            yield [record for record in found if record.kind == kind]
 
-    # crm.duplicate.findbycomm, chained to crm.<entity>.get in the same batch.
-
-    async def _duplicates(self, forms: list[str]) -> Answer | None:
-        find = urlencode([("type", "PHONE"), *(("values[]", f) for f in forms[:20])])
-        commands = {"found": f"crm.duplicate.findbycomm?{find}"}
-        for kind in self.settings.entities:
-            commands[kind] = f"crm.{kind}.get?id=$result[found][{kind.upper()}][0]"
-        results = await self._batch(commands, "crm.duplicate.findbycomm")
-        for kind in self.settings.entities:
-            entity = results.get(kind)
-            if isinstance(entity, dict) and entity.get("ID"):
-                return self._answer(f"{kind} {entity['ID']}", entity.get("ASSIGNED_BY_ID"), {})
-        return None
-
-    def _answer(self, what: str, assigned_id: object, assigned: dict[str, Any]) -> Answer:
-        user_id = str(assigned_id or assigned.get("ID") or "")
+    def answer(self, record: Record) -> Answer:
+        assigned = record.data.get("ASSIGNED_BY")
+        assigned = assigned if isinstance(assigned, dict) else {}
+        what = f"{record.kind} {record.id}"
+        user_id = str(record.data.get("ASSIGNED_BY_ID") or assigned.get("ID") or "")
         if not user_id or user_id == "0":
-            return Answer(detail=f"{what} has no responsible user")
+            return self.nobody(what)
+        answer = self.responsible(what, user_id)
         user = self.users.get(user_id) or CrmUser(user_id)
         extension = _text(assigned.get("USER_PHONE_INNER")) or user.extension
         workday = _text(assigned.get("TIMEMAN_STATUS"))
-        who = f"user {user_id}" + (f" ({user.name})" if user.name else "")
-        detail = f"{what}, responsible {who}" + (f", work day {workday}" if workday else "")
-        active = user.active
+        detail = answer.detail + (f", work day {workday}" if workday else "")
+        active = answer.active
         if active and self.settings.require_open_workday and workday in _CLOSED_DAY:
             active = False
             detail += " (not at work)"
@@ -225,15 +163,40 @@ class Bitrix24Source:
             parsed = self.numbers.normalise(mobile)
             if isinstance(parsed, str):
                 mobiles = (parsed,)
-        return Answer(
-            extension=extension,
-            user=user_id,
-            name=user.name,
-            email=user.email,
-            active=active,
-            mobiles=mobiles,
-            detail=detail,
+        return dataclasses.replace(
+            answer, extension=extension, active=active, mobiles=mobiles, detail=detail
         )
+
+    # telephony.externalCall.searchCrmEntities, every form in one batch.
+
+    async def _search(self, forms: list[str]) -> list[Record]:
+        commands = {
+            f"v{i}": f"{_SEARCH}?{urlencode({'PHONE_NUMBER': f})}" for i, f in enumerate(forms)
+        }
+        results = await self._batch(commands, _SEARCH)
+        hits: dict[tuple[str, str], Record] = {}
+        for key in commands:
+            for hit in _list(results.get(key)):
+                if isinstance(hit, dict):
+                    kind = str(hit.get("CRM_ENTITY_TYPE")).lower()
+                    ident = str(hit.get("CRM_ENTITY_ID"))
+                    hits.setdefault((kind, ident), Record(kind, ident, hit))
+        return list(hits.values())
+
+    # crm.duplicate.findbycomm, chained to crm.<entity>.get in the same batch.
+
+    async def _duplicates(self, forms: list[str]) -> list[Record]:
+        find = urlencode([("type", "PHONE"), *(("values[]", f) for f in forms[:20])])
+        commands = {"found": f"crm.duplicate.findbycomm?{find}"}
+        for kind in self.settings.entities:
+            commands[kind] = f"crm.{kind}.get?id=$result[found][{kind.upper()}][0]"
+        results = await self._batch(commands, "crm.duplicate.findbycomm")
+        found = []
+        for kind in self.settings.entities:
+            entity = results.get(kind)
+            if isinstance(entity, dict) and entity.get("ID"):
+                found.append(Record(kind, str(entity["ID"]), entity))
+        return found
 
     def _without_mobiles(self, extension: str | None, user_id: str) -> bool:
         manager = self.managers.get(extension) if extension else None
@@ -247,7 +210,7 @@ class Bitrix24Source:
         if every command failed."""
         result = await self._call("batch", {"halt": 0, "cmd": commands}, scope=scope)
         if not isinstance(result, dict):
-            raise self.http.error("unexpected batch answer")
+            raise self.http.error(SourceBadResponse, "unexpected batch answer")
         results = result.get("result")
         results = results if isinstance(results, dict) else {}  # [] when all are empty
         errors = result.get("result_error")
@@ -255,7 +218,8 @@ class Bitrix24Source:
         if errors and not any(k in results for k in commands):
             first = next(iter(errors.values()))
             code = _code(first.get("error") if isinstance(first, dict) else None)
-            raise self._limited(code, 200, scope) or self.http.error(f"batch failed: {code}")
+            failed = self.http.error(SourceResponseError, f"batch failed: {code}", 200)
+            raise self._limited(code, 200, scope) or failed
         return results
 
     async def _call(self, method: str, params: dict[str, Any], *, scope: str = "") -> Any:
@@ -266,24 +230,14 @@ class Bitrix24Source:
         self, method: str, params: dict[str, Any], *, scope: str = ""
     ) -> dict[str, Any]:
         """A method's whole answer (``result``, ``total``, ``next``, ``time``)."""
-        body = dict(params)
-        token = ""
-        if self.keeper is not None:
-            token = await self.keeper.token()
-            body["auth"] = token
-        reply = await self.http.request(
-            "POST", f"{method}.json", json_body=body, idempotent=True, scope=scope
+        reply = await self.send(
+            "POST", f"{method}.json", json_body=params, idempotent=True, scope=scope
         )
-        if self.keeper is not None and _error_code(reply) == "expired_token":
-            body["auth"] = await self.keeper.renew(stale=token)
-            reply = await self.http.request(
-                "POST", f"{method}.json", json_body=body, idempotent=True, scope=scope
-            )
         data = reply.json() if reply.body else None
         if reply.status != 200 or not isinstance(data, dict) or "error" in data:
             raise self._failure(reply, data, scope or method)
         if "result" not in data:
-            raise self.http.error("unexpected JSON (no result)")
+            raise self.http.error(SourceBadResponse, "unexpected JSON (no result)")
         self._note_time(scope or method, data.get("time"))
         return data
 
@@ -298,22 +252,25 @@ class Bitrix24Source:
         if limited is not None:
             return limited
         if status == 200 and not isinstance(data, dict):
-            return self.http.error("unexpected JSON (expected an object)")
-        return self.http.error(f"HTTP {status} {code}")
+            return self.http.error(SourceBadResponse, "unexpected JSON (expected an object)")
+        kind = SourceAuthError if status in (401, 403) else SourceResponseError
+        return self.http.error(kind, f"HTTP {status} {code}", status)
 
-    def _limited(self, code: str, status: int, method: str) -> SourceError | None:
+    def _limited(self, code: str, status: int, method: str) -> SourceRateLimited | None:
         """Bitrix24's two limits: pause what they block, say which."""
         if code == "QUERY_LIMIT_EXCEEDED" or (status == 503 and code == "?"):
-            self.limiter.pause(1.0, "QUERY_LIMIT_EXCEEDED")
-            return self.http.error(f"{status} QUERY_LIMIT_EXCEEDED: over the portal's request rate")
+            self.pause(1.0, "QUERY_LIMIT_EXCEEDED")
+            over = f"{status} QUERY_LIMIT_EXCEEDED: over the portal's request rate"
+            return self.http.error(SourceRateLimited, over, status)
         if code == "OPERATION_TIME_LIMIT" or status == 429:
             wait = self._reset_at.get(method, 0.0) - time.time()
-            self.limiter.pause(wait if 0 < wait < 900 else 60.0, "OPERATION_TIME_LIMIT", method)
-            return self.http.error(f"{status} OPERATION_TIME_LIMIT: {method} is blocked for now")
+            self.pause(wait if 0 < wait < 900 else 60.0, "OPERATION_TIME_LIMIT", method)
+            blocked = f"{status} OPERATION_TIME_LIMIT: {method} is blocked for now"
+            return self.http.error(SourceRateLimited, blocked, status)
         return None
 
     async def _refresh(self, refresh_token: str) -> Tokens:
-        assert self.oauth_http is not None
+        assert self.oauth_http is not None  # made with the OAuth credentials
         params = {
             "grant_type": "refresh_token",
             "client_id": self.settings.client_id,
@@ -321,24 +278,13 @@ class Bitrix24Source:
             "refresh_token": refresh_token,
         }
         reply = await self.oauth_http.request("GET", "oauth/token/", params=params, limited=False)
-        data = reply.json() if reply.body else None
-        if reply.status != 200 or not isinstance(data, dict) or "access_token" not in data:
-            raise self.oauth_http.error(
-                f"OAuth refresh refused (HTTP {reply.status}): install the application again"
-            )
-        try:
-            return Tokens(
-                str(data["access_token"]),
-                str(data["refresh_token"]),
-                time.time() + float(data.get("expires_in", 3600)),
-            )
-        except (KeyError, TypeError, ValueError):
-            raise self.oauth_http.error("OAuth refresh answer without tokens") from None
+        return tokens_in(reply, self.oauth_http, "install the application again", 3600)
 
-    async def _fetch_users(self) -> dict[str, CrmUser]:
+    async def fetch_users(self) -> dict[str, CrmUser]:
         first = await self._envelope("user.get", {"start": 0})
         pages = [_list(first["result"])]
-        total = first.get("total") if isinstance(first.get("total"), int) else 0
+        total = first.get("total")
+        total = total if isinstance(total, int) else 0
         starts = list(range(50, min(total, 50 * 500), 50))
         for chunk in range(0, len(starts), 50):
             commands = {

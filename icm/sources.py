@@ -44,12 +44,27 @@ ENTRY_POINT_GROUP = "icm.sources"
 
 class SourceError(Exception):
     """A source could not answer for this call. The message names the source and the reason
-    (and the host, for remote sources), never a secret."""
+    (and the host, for remote sources), never a secret or a URL.
 
-    def __init__(self, source: str, reason: str, host: str = "") -> None:
+    The subclasses say what kind of failure it was, like aiohttp's client errors::
+
+        SourceError
+        ├── SourceTimeout            no answer within the source's own time
+        ├── SourceSkipped            not asked at all (circuit open, paused)
+        ├── SourceConnectionError    not reached, or the connection dropped
+        └── SourceResponseError      it answered, with an error (``status``)
+            ├── SourceAuthError      credentials or rights refused
+            ├── SourceRateLimited    the source's own "too many requests"
+            └── SourceBadResponse    not the answer its API documents
+
+    :param status: the HTTP (or the API's own) status, where there is one; else 0.
+    """
+
+    def __init__(self, source: str, reason: str, host: str = "", *, status: int = 0) -> None:
         self.source = source
         self.reason = reason
         self.host = host
+        self.status = status
         where = f" ({host})" if host else ""
         super().__init__(f"{source}{where}: {reason}")
 
@@ -61,6 +76,28 @@ class SourceTimeout(SourceError):
 class SourceSkipped(SourceError):
     """The source was not asked for this call (circuit open, backing off after a rate
     limit): nothing was waited for."""
+
+
+class SourceConnectionError(SourceError):
+    """The source could not be reached, or the connection dropped before the whole answer."""
+
+
+class SourceResponseError(SourceError):
+    """The source answered with an error: an HTTP error status, or an error in the body."""
+
+
+class SourceAuthError(SourceResponseError):
+    """The source refused ICM's credentials or their rights (a refused token, login or
+    token refresh, no rights)."""
+
+
+class SourceRateLimited(SourceResponseError):
+    """The source said "too many requests" (its own limit, not ICM's)."""
+
+
+class SourceBadResponse(SourceResponseError):
+    """The answer is not what the source's API documents (not JSON, another shape, too
+    large)."""
 
 
 class SourceSettings(WithSecrets):

@@ -8,6 +8,14 @@ import time
 import pytest
 
 from icm.metrics import Metrics
+from icm.sources import (
+    SourceBadResponse,
+    SourceConnectionError,
+    SourceError,
+    SourceRateLimited,
+    SourceResponseError,
+    SourceTimeout,
+)
 
 from .crm_fakes import FakeAmoCrm, FakeBitrix24, FakeMegaplan
 from .crm_util import CLIENT, crm_config, make_router, route, steps
@@ -137,3 +145,44 @@ def assert_no_secret(name, text):
     for secret in SECRETS[name]:
         assert secret not in text
     assert "/rest/1/" not in text  # the webhook's path holds its code
+
+
+RATE_LIMITED = {
+    "amocrm": {"status": 429, "body": {"title": "Too Many Requests", "status": 429}},
+    "bitrix24": {"status": 503, "body": {"error": "QUERY_LIMIT_EXCEEDED"}},
+    "megaplan": {"status": 429, "body": {"meta": {"status": 429, "errors": []}, "data": None}},
+}
+
+
+@pytest.mark.parametrize(
+    ("fault", "kind"),
+    [
+        ("garbage", SourceBadResponse),
+        ("huge", SourceBadResponse),
+        ("truncated", SourceConnectionError),
+        ("status", SourceResponseError),
+        ("rate-limited", SourceRateLimited),
+        ("hang", SourceTimeout),
+    ],
+)
+async def test_failures_are_typed(tmp_path, sqlite_store, crm, fault, kind):
+    """Each kind of failure is its own SourceError subclass (like aiohttp's client
+    errors), whatever the CRM; the HTTP status travels with a response error."""
+    name, fake = crm
+    _, sources = await started(tmp_path, sqlite_store, name, fake)
+    try:
+        if fault == "rate-limited":
+            fake.fault("status", path=PATHS[name], **RATE_LIMITED[name])
+        elif fault == "status":
+            fake.fault("status", status=500, body={"error": "INTERNAL"}, path=PATHS[name])
+        else:
+            fake.fault(fault, path=PATHS[name])
+        with pytest.raises(SourceError) as caught:
+            await sources[0][0].lookup(CLIENT)
+    finally:
+        await closed(sources)
+    assert type(caught.value) is kind
+    if fault == "status":
+        assert caught.value.status == 500
+    if fault == "rate-limited":
+        assert caught.value.status == RATE_LIMITED[name]["status"]
