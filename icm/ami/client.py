@@ -6,7 +6,10 @@ What it guarantees, and why it is not panoramisk's Manager (see README, "Depende
   read go on;
 * frames are cut on bytes, so multi-byte characters split across reads survive;
 * a Ping is sent every ``keepalive_s`` and its reply awaited: a silent (half-open) link is
-  dropped after ``keepalive_timeout_s`` and reconnected;
+  dropped after ``keepalive_timeout_s`` and reconnected. Silent means no byte read for
+  that long: a daemon busy reading a backlog finds its Ping's reply queued behind the
+  events, and a link that is still delivering bytes is alive (the same holds for every
+  action's timeout);
 * reconnects back off exponentially with jitter (tenacity), and a refused login is logged
   with the user and host (never the secret) on every attempt;
 * every action is bounded by a timeout and fails at once when the link is down; nothing is
@@ -77,6 +80,10 @@ class _Link(asyncio.Protocol):
         self.banner: asyncio.Future[str] = loop.create_future()
         self.lost: asyncio.Future[None] = loop.create_future()
         self.pending: dict[str, _Pending] = {}
+        self._loop = loop
+        # Loop time the last read was handled: the end of data_received, so that the time
+        # spent handling a large read is not counted as silence.
+        self.last_read = loop.time()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -92,6 +99,7 @@ class _Link(asyncio.Protocol):
         for message in messages:
             if not self._answer(message):
                 self.client._dispatch(message)
+        self.last_read = self._loop.time()
 
     def connection_lost(self, exc: Exception | None) -> None:
         error = AmiNotConnected("AMI connection lost")
@@ -256,8 +264,8 @@ class AmiClient:
         link.pending[action_id] = _Pending(future, [] if listing else None)
         try:
             link.write({"Action": name, "ActionID": action_id, **headers})
-            async with asyncio.timeout(timeout or self.settings.action_timeout_s):
-                return await future
+            await _answered(link, future, timeout or self.settings.action_timeout_s)
+            return future.result()
         except TimeoutError:
             raise AmiTimeout(f"no answer to {name} from AMI at {self.where}") from None
         finally:
@@ -378,7 +386,8 @@ class AmiClient:
                 await self._send(link, "Ping", {}, settings.keepalive_timeout_s)
             except AmiTimeout:
                 log.warning(
-                    "AMI: %s did not answer a Ping within %.1f s: link is dead, reconnecting",
+                    "AMI: %s sent nothing for %.1f s and did not answer a Ping: link is dead, "
+                    "reconnecting",
                     self.where,
                     settings.keepalive_timeout_s,
                 )
@@ -398,3 +407,32 @@ class AmiClient:
     def _bad_frames(self, reasons: list[str]) -> None:
         self._metrics.ami_bad_frames.inc(len(reasons))
         self._bad_log.warning("AMI: skipped a malformed frame from %s: %s", self.where, reasons[0])
+
+
+# However long bytes keep arriving, an action's answer is given up on after this many of
+# its timeouts (an Asterisk that answers everything but this action).
+MAX_WAIT_TIMEOUTS = 10
+
+
+async def _answered(link: _Link, future: asyncio.Future[object], timeout: float) -> None:
+    """Wait for ``future`` until ``timeout`` has passed both since now and since the last
+    read from ``link``: an answer queued behind a backlog the daemon is still reading is
+    waited for; a link that went quiet is not.
+
+    :raises TimeoutError: quiet for ``timeout`` (or waited ``MAX_WAIT_TIMEOUTS`` times it).
+    """
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    give_up = start + timeout * MAX_WAIT_TIMEOUTS
+    until = start + timeout
+    while True:
+        try:
+            async with asyncio.timeout_at(until):
+                await asyncio.shield(future)
+            return
+        except TimeoutError:
+            if future.done():
+                return
+            until = min(max(start, link.last_read) + timeout, give_up)
+            if loop.time() >= until:
+                raise
