@@ -31,6 +31,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 from tenacity import wait_exponential_jitter as backoff
 
 from icm.ami.frames import BANNER_PREFIX, FrameReader, Message, render
+from icm.ami.lag import Lag
 from icm.config import AmiSettings
 from icm.logs import Throttled
 from icm.metrics import Metrics
@@ -171,6 +172,8 @@ class AmiClient:
         self._bad_log = Throttled(log)
         self._handler_log = Throttled(log)
         self.banner = ""
+        # How long events waited before they were read (Asterisk's Timestamp headers).
+        self.lag = Lag()
 
     @property
     def where(self) -> str:
@@ -245,6 +248,31 @@ class AmiClient:
         assert isinstance(result, list)
         return result
 
+    def action_now(
+        self, name: str, headers: Mapping[str, str], *, timeout: float | None = None
+    ) -> Awaitable[Message]:
+        """Write an action at once (before this function returns) and return what awaits
+        its response, as :meth:`action` raises. For answers that must not wait for the
+        event loop's next turn (a backlog being read).
+
+        :raises AmiNotConnected: not logged in (nothing was written).
+        """
+        link = self._current()
+        action_id, future = self._write(link, name, headers)
+        return self._response(link, name, action_id, future, timeout)
+
+    async def _response(
+        self,
+        link: _Link,
+        name: str,
+        action_id: str,
+        future: asyncio.Future[Message | list[Message]],
+        timeout: float | None,
+    ) -> Message:
+        result = await self._await(link, name, action_id, future, timeout)
+        assert isinstance(result, Message)
+        return result
+
     def _current(self) -> _Link:
         if self._link is None or not self.logged_in:
             raise AmiNotConnected(f"not logged in to AMI at {self.where}")
@@ -259,11 +287,31 @@ class AmiClient:
         *,
         listing: bool = False,
     ) -> Message | list[Message]:
+        action_id, future = self._write(link, name, headers, listing=listing)
+        return await self._await(link, name, action_id, future, timeout)
+
+    def _write(
+        self, link: _Link, name: str, headers: Mapping[str, str], *, listing: bool = False
+    ) -> tuple[str, asyncio.Future[Message | list[Message]]]:
         action_id = f"{self._prefix}{next(self._ids)}"
         future: asyncio.Future[Message | list[Message]] = asyncio.get_running_loop().create_future()
         link.pending[action_id] = _Pending(future, [] if listing else None)
         try:
             link.write({"Action": name, "ActionID": action_id, **headers})
+        except BaseException:
+            link.pending.pop(action_id, None)
+            raise
+        return action_id, future
+
+    async def _await(
+        self,
+        link: _Link,
+        name: str,
+        action_id: str,
+        future: asyncio.Future[Message | list[Message]],
+        timeout: float | None,
+    ) -> Message | list[Message]:
+        try:
             await _answered(link, future, timeout or self.settings.action_timeout_s)
             return future.result()
         except TimeoutError:
@@ -383,7 +431,9 @@ class AmiClient:
         while True:
             await asyncio.sleep(settings.keepalive_s)
             try:
-                await self._send(link, "Ping", {}, settings.keepalive_timeout_s)
+                pong = await self._send(link, "Ping", {}, settings.keepalive_timeout_s)
+                assert isinstance(pong, Message)
+                self.lag.observe(pong.get("timestamp"))
             except AmiTimeout:
                 log.warning(
                     "AMI: %s sent nothing for %.1f s and did not answer a Ping: link is dead, "
