@@ -1,8 +1,10 @@
 """Several instances watching one Asterisk: exactly one acts on each call.
 
 Every instance receives every AMI event. Before answering a routing request (or learning
-a finished call) an instance claims it in the shared store: ``add`` is "set if absent"
-with a short expiry, so the first claim wins and the others stand aside. No leader, no
+a finished call) an instance claims it in the shared store: ``claim`` is "set if absent"
+with a short expiry, so the first claim wins and the others stand aside. Each claim's
+value is a token of its own, so a claim whose answer was lost and that the Redis client
+sent again finds its own token and wins (it set the key the first time). No leader, no
 election: when an instance dies, the others simply win every later claim.
 
 If the store cannot be reached the claim is granted: answering a call twice is harmless
@@ -53,6 +55,11 @@ class Claims:
         self.ttl_s = ttl_s
         self._log = Throttled(log)
 
+    def _token(self) -> str:
+        """This instance's name and a part of its own for one claim: the same call claimed
+        twice by one instance (a repeated event) is still answered once."""
+        return f"{self.instance}:{secrets.token_hex(4)}"
+
     async def route(self, request: RouteRequest) -> bool:
         """True if this instance answers ``request``."""
         key = f"claim:route:{request.token}"
@@ -65,7 +72,7 @@ class Claims:
     async def _claim(self, kind: str, key: str, timeout_s: float) -> bool:
         try:
             async with asyncio.timeout(timeout_s):
-                won = await self.store.add(key, self.instance, self.ttl_s)
+                won = await self.store.claim(key, self._token(), self.ttl_s)
         except (StoreError, TimeoutError) as exc:
             self.metrics.claims.labels(kind, "unavailable").inc()
             reason = str(exc) or f"no answer within {timeout_s * 1000:.0f} ms"

@@ -43,6 +43,14 @@ redis.call('HSET', KEYS[1], 't', ARGV[1], 'at', ARGV[2], 'n', ARGV[3])
 redis.call('ZADD', KEYS[2], at, ARGV[4])
 return 1
 """
+# Set if absent, or already ours: a retried claim whose first attempt set the key wins.
+_CLAIM = """
+local held = redis.call('GET', KEYS[1])
+if held == ARGV[1] then return 1 end
+if held then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
 _INCR = """
 local value = redis.call('INCR', KEYS[1])
 if value == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
@@ -101,6 +109,7 @@ class RedisStore:
             self._redis = Redis(connection_pool=pool)
         self._learn = self._redis.register_script(_LEARN)
         self._incr = self._redis.register_script(_INCR)
+        self._claim = self._redis.register_script(_CLAIM)
         # Nothing is sent yet: a Redis that is down at start-up is not fatal. The daemon's
         # health check reports it, and routing goes on with sources that do not need it.
 
@@ -218,6 +227,12 @@ class RedisStore:
     async def add(self, key: str, value: str, ttl_s: float) -> bool:
         px = max(1, int(ttl_s * 1000))
         return bool(await self._run(lambda r: r.set(self._key("kv", key), value, px=px, nx=True)))
+
+    async def claim(self, key: str, owner: str, ttl_s: float) -> bool:
+        """:meth:`add`, safe to retry: redis-py re-sends a command whose answer timed out
+        (``retry``), and the first attempt may have set the key already."""
+        px = max(1, int(ttl_s * 1000))
+        return bool(await self._run(lambda r: self._claim([self._key("kv", key)], [owner, px])))
 
     async def delete(self, *keys: str) -> int:
         if not keys:

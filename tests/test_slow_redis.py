@@ -1,0 +1,109 @@
+"""A Redis that answers a claim after the client's socket timeout: redis-py sends the
+command again, and the first attempt had already set the key. The retry finds its own
+token and wins, so the call is answered (learned, looked up) exactly once.
+
+A real redis-server behind a proxy (tests/slowproxy.py) that holds one reply back 0.6 s,
+over the store's 0.5 s socket timeout."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import pytest
+
+from icm.cluster import Claims
+from icm.guard import GuardedSource, RemoteSourceSettings
+from icm.metrics import Metrics
+from icm.model import Answer, RouteRequest, Timing
+from icm.sources import SourceContext
+from icm.store.redis import RedisStore
+
+from .slowproxy import SlowReplies
+
+HELD_S = 0.6  # over the 0.5 s socket timeout, inside a 1.5 s budget's claim share
+
+
+@pytest.fixture
+async def slow(redis_server):
+    redis_server.flush()
+    proxy = SlowReplies("127.0.0.1", redis_server.port)
+    await proxy.start()
+    store = RedisStore(proxy.url, timeout_s=0.5)
+    await store.open()
+    await store.claim("warm-up", "x", 1)  # connected, the claim script loaded
+    yield proxy, store
+    await store.close()
+    await proxy.stop()
+
+
+@pytest.fixture
+async def direct(redis_url):
+    store = RedisStore(redis_url)
+    await store.open()
+    yield store
+    await store.close()
+
+
+async def test_a_retried_claim_finds_its_own_token_and_wins(slow, direct):
+    proxy, store = slow
+    proxy.hold(b"EVALSHA", HELD_S)
+    assert await store.claim("claim:route:1", "instance-A:1", 30)
+    assert proxy.delayed == 1  # the answer did come late, and the command was sent again
+    assert not await direct.claim("claim:route:1", "instance-B:1", 30)
+    assert await direct.get("claim:route:1") == "instance-A:1"
+
+
+@pytest.mark.parametrize("kind", ["route", "learn"])
+async def test_one_instance_wins_the_call_when_its_claim_is_answered_late(slow, direct, kind):
+    proxy, store = slow
+    metrics_a, metrics_b = Metrics(), Metrics()
+    a = Claims(store, metrics_a, instance="instance-A")
+    b = Claims(direct, metrics_b, instance="instance-B")
+    request = RouteRequest("000000000001", "+79161234567", timing=Timing(1.5, 20))
+
+    async def claim(claims: Claims) -> bool:
+        if kind == "route":
+            return await claims.route(request)
+        return await claims.learn("1700000000.1", request.timing.claim_timeout_s)
+
+    proxy.hold(b"EVALSHA", HELD_S)
+    won = [await claim(a), await claim(b)]
+    assert proxy.delayed == 1
+    assert won == [True, False]  # exactly one acts on it; before: both lost
+    assert metrics_a.claims.labels(kind, "unavailable")._value.get() == 0
+    # One instance asked twice (a repeated event) still acts once.
+    assert not await claim(a)
+
+
+class Crm:
+    """A remote source that knows one client."""
+
+    name: ClassVar[str] = "crm"
+    Settings: ClassVar[type[RemoteSourceSettings]] = RemoteSourceSettings
+    remote: ClassVar[bool] = True
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def lookup(self, number: str) -> Answer | None:
+        self.asked += 1
+        return Answer(extension="101")
+
+
+async def test_a_crm_lookup_claimed_late_is_not_taken_for_another_instances(slow):
+    """Before: the retried claim saw the key held (by itself), waited for "the other
+    instance" to fill the cache until the source's timeout, and failed the lookup."""
+    proxy, store = slow
+    crm = Crm()
+    context = SourceContext(store=store, numbers=None, managers=None, shared=True)  # type: ignore[arg-type]
+    guarded = GuardedSource(crm, RemoteSourceSettings(timeout_ms=5000), context)
+    proxy.hold(b"EVALSHA", HELD_S)
+    assert await guarded.lookup("+79161234567") == Answer(extension="101")
+    assert proxy.delayed == 1 and crm.asked == 1
+    await guarded.close()
