@@ -7,6 +7,8 @@ over the store's 0.5 s socket timeout."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import ClassVar
 
 import pytest
@@ -107,3 +109,25 @@ async def test_a_crm_lookup_claimed_late_is_not_taken_for_another_instances(slow
     assert await guarded.lookup("+79161234567") == Answer(extension="101")
     assert proxy.delayed == 1 and crm.asked == 1
     await guarded.close()
+
+
+async def test_a_claim_slowed_by_a_busy_process_is_not_granted_as_if_redis_were_down(redis_url):
+    """Two instances claim 60 calls; this process then stalls longer than a claim may
+    take (a busy CPU). Redis answered every claim meanwhile: its answers decide, exactly
+    one instance wins each call, and nothing counts as "unavailable"."""
+    stores = [RedisStore(redis_url, timeout_s=2.0) for _ in range(2)]
+    for store in stores:
+        await store.open()
+    metrics = [Metrics(), Metrics()]
+    instances = [Claims(stores[n], metrics[n], instance=f"i{n}") for n in range(2)]
+    timing = Timing(0.5, 20)  # a claim may take 333 ms
+    requests = [RouteRequest(f"{t:012d}", "+79161234567", timing=timing) for t in range(60)]
+
+    claims = [asyncio.gather(*(c.route(r) for c in instances)) for r in requests]
+    # Once every claim is on its way (the tasks run first), the process stalls.
+    asyncio.get_running_loop().call_soon(time.sleep, timing.claim_timeout_s + 0.3)
+    won = await asyncio.gather(*claims)
+    assert [sorted(w) for w in won] == [[False, True]] * len(requests)
+    assert sum(m.claims.labels("route", "unavailable")._value.get() for m in metrics) == 0
+    for store in stores:
+        await store.close()
