@@ -15,6 +15,7 @@ class SlowReplies:
         self.target = (host, port)
         self.port = 0
         self.delayed = 0  # replies held back so far
+        self.reads = 0  # reads of requests from the clients (about one per round trip)
         self._marker: bytes | None = None
         self._seconds = 0.0
         self._server: asyncio.Server | None = None
@@ -44,6 +45,7 @@ class SlowReplies:
 
         async def requests() -> None:
             while data := await reader.read(65536):
+                self.reads += 1
                 if self._marker is not None and self._marker in data:
                     self._marker = None
                     slow.set()

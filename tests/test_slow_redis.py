@@ -48,7 +48,7 @@ async def direct(redis_url):
 
 async def test_a_retried_claim_finds_its_own_token_and_wins(slow, direct):
     proxy, store = slow
-    proxy.hold(b"EVALSHA", HELD_S)
+    proxy.hold(b"EVAL", HELD_S)
     assert await store.claim("claim:route:1", "instance-A:1", 30)
     assert proxy.delayed == 1  # the answer did come late, and the command was sent again
     assert not await direct.claim("claim:route:1", "instance-B:1", 30)
@@ -68,7 +68,7 @@ async def test_one_instance_wins_the_call_when_its_claim_is_answered_late(slow, 
             return await claims.route(request)
         return await claims.learn("1700000000.1", request.timing.claim_timeout_s)
 
-    proxy.hold(b"EVALSHA", HELD_S)
+    proxy.hold(b"EVAL", HELD_S)
     won = [await claim(a), await claim(b)]
     assert proxy.delayed == 1
     assert won == [True, False]  # exactly one acts on it; before: both lost
@@ -105,7 +105,7 @@ async def test_a_crm_lookup_claimed_late_is_not_taken_for_another_instances(slow
     crm = Crm()
     context = SourceContext(store=store, numbers=None, managers=None, shared=True)  # type: ignore[arg-type]
     guarded = GuardedSource(crm, RemoteSourceSettings(timeout_ms=5000), context)
-    proxy.hold(b"EVALSHA", HELD_S)
+    proxy.hold(b"EVAL", HELD_S)
     assert await guarded.lookup("+79161234567") == Answer(extension="101")
     assert proxy.delayed == 1 and crm.asked == 1
     await guarded.close()
@@ -131,3 +131,19 @@ async def test_a_claim_slowed_by_a_busy_process_is_not_granted_as_if_redis_were_
     assert sum(m.claims.labels("route", "unavailable")._value.get() for m in metrics) == 0
     for store in stores:
         await store.close()
+
+
+async def test_a_burst_of_claims_and_lookups_costs_a_round_trip_not_one_each(slow):
+    """200 calls at once: their claims go to Redis as one pipeline, their lookups as
+    another (each claim still has its own answer)."""
+    proxy, store = slow
+    await store.learn("+79160000001", "101", time.time())
+    before = proxy.reads
+    won = await asyncio.gather(*(store.claim(f"claim:route:{i}", f"A:{i}", 30) for i in range(200)))
+    assert won == [True] * 200
+    claims_reads = proxy.reads - before
+    found = await asyncio.gather(*(store.binding(f"+7916000{i:04d}") for i in range(200)))
+    assert [b.target if b else None for b in found] == [None, "101"] + [None] * 198
+    lookups_reads = proxy.reads - before - claims_reads
+    assert claims_reads <= 4 and lookups_reads <= 4, (claims_reads, lookups_reads)  # not 200
+    assert not await store.claim("claim:route:7", "B:7", 30)  # taken: still one winner
