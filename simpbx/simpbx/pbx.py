@@ -24,7 +24,9 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from simpbx.ami_server import AmiServer, AmiUser, frame
-from simpbx.dialplan import Dialplan, DialplanError, Interpreter
+from simpbx.dialplan import Dialplan, DialplanError, Hangup, Interpreter
+from simpbx.dialplan.clib import ast_true
+from simpbx.dialplan.host import soft_hangup
 
 BUSY_STATES = frozenset({"INUSE", "BUSY", "ONHOLD", "RINGING", "RINGINUSE"})
 OFFLINE_STATES = frozenset({"UNAVAILABLE", "INVALID"})
@@ -102,6 +104,7 @@ class SimChannel:
         self.variables: dict[str, str] = {}
         self.globals = pbx.globals
         self.hangup_requested = asyncio.Event()
+        self.soft_hangups: set[str] = set()
         self.call: Call | None = None
 
     def snapshot(self, prefix: str = "") -> list[tuple[str, str]]:
@@ -187,7 +190,9 @@ class SimChannel:
         ]
         writer.write(("".join(f"{k}: {v}\n" for k, v in env) + "\n").encode())
         status = "SUCCESS"
+        exit_on_hangup = ast_true(self.variables.get("AGIEXITONHANGUP", ""))
         hangup = asyncio.ensure_future(self.hangup_requested.wait())
+        line_read: asyncio.Future[bytes] | None = None
         try:
             while True:
                 line_read = asyncio.ensure_future(reader.readline())
@@ -195,6 +200,8 @@ class SimChannel:
                 if hangup.done() and status != "HANGUP":
                     status = "HANGUP"  # res_agi tells the script, then refuses its commands
                     writer.write(b"HANGUP\n")
+                    if exit_on_hangup:  # ...or, with AGIEXITONHANGUP, leaves at once
+                        break
                 line = await line_read
                 if not line:
                     break
@@ -208,8 +215,12 @@ class SimChannel:
             status = "FAILURE"
         finally:
             hangup.cancel()
+            if line_read is not None:
+                line_read.cancel()
             writer.close()
         self.variables["AGISTATUS"] = status
+        if status == "HANGUP":
+            raise Hangup  # agi_exec_full returns -1 on AGI_RESULT_HANGUP
 
     def _agi_command(self, command: str) -> str:
         verb = command.split(" ", 2)
@@ -357,9 +368,7 @@ class FakeAsterisk:
         interpreter = Interpreter(self.dialplan, channel)
         timer = None
         if hangup_after is not None:
-            timer = asyncio.get_running_loop().call_later(
-                hangup_after, channel.hangup_requested.set
-            )
+            timer = asyncio.get_running_loop().call_later(hangup_after, soft_hangup, channel, "dev")
         try:
             await interpreter.run(context, did, 1)
         finally:
