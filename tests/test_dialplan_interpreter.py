@@ -663,7 +663,8 @@ exten => s,1,Dial(SIP/1,${T},${O})
         ("20", "", "NOANSWER", True, 20.0),
         ("20", "", "ANSWER", False, 20.0),  # answered without g: the call ends
         ("20", "gT", "ANSWER", True, 20.0),
-        ("2.9", "g", "BUSY", True, 2.0),  # atoi: whole seconds
+        ("2.9", "g", "BUSY", True, 2.9),  # %lf: a fraction counts (Asterisk 20)
+        ("0.5", "", "NOANSWER", True, 0.5),
     ]
     for timeout, options, status, continues, seen_timeout in cases:
         host = Host(globals_={"T": timeout, "O": options}, dial_status=status)
@@ -675,7 +676,7 @@ exten => s,1,Dial(SIP/1,${T},${O})
     host = Host(globals_={"T": "0", "O": ""})
     interp = await run(plan(text), host, "c")
     assert host.dials == [("SIP/1", None, "")]
-    assert "Invalid timeout specified: '0'" in interp.warnings[0]
+    assert "Invalid answer timeout specified: '0'" in interp.warnings[0]
 
 
 async def test_dial_after_hangup_is_cancelled() -> None:
@@ -1012,7 +1013,7 @@ async def test_shipped_zero_dial_timeout_rings_forever_with_a_warning() -> None:
     interp = await run(SHIPPED_PLAN, host, "from-trunk", "74951230000")
     assert host.dials == [("SIP/101", None, "g")]
     assert len(interp.warnings) == 1
-    assert "Invalid timeout" in interp.warnings[0]
+    assert "Invalid answer timeout" in interp.warnings[0]
 
 
 async def test_shipped_stale_dialstatus_on_abandon() -> None:

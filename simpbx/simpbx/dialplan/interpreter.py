@@ -29,9 +29,9 @@ from simpbx.dialplan.app_data import (
 from simpbx.dialplan.args import check_condition, separate_args
 from simpbx.dialplan.clib import (
     ast_strip,
-    atoi,
     c_int,
     from_bytes,
+    scan_float,
     scan_int_whole,
     strsep,
     to_bytes,
@@ -617,13 +617,16 @@ class Interpreter:
         return not (status == "ANSWER" and "g" not in letters)
 
     def _dial_timeout(self, timeout_text: str) -> float | None:
-        """Dial's timeout argument in seconds (None: ring until answered)."""
+        """Dial's answer timeout in seconds (None: ring until answered): ``%30lf`` read
+        as milliseconds, so "2.5" is 2.5 s (app_dial.c, Asterisk 20)."""
         if not timeout_text:
             return None
         if "^" in timeout_text:
             raise DialplanError("Dial progress timeouts (answer^progress) are not supported")
-        seconds = atoi(timeout_text)
-        if seconds > 0:
-            return float(seconds)
-        self._warn(f"Invalid timeout specified: '{timeout_text}'. Setting timeout to infinite")
+        seconds = scan_float(timeout_text)
+        if seconds is not None and seconds > 0:
+            return int(seconds * 1000) / 1000
+        self._warn(
+            f"Invalid answer timeout specified: '{timeout_text}'. Setting timeout to infinite"
+        )
         return None
