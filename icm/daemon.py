@@ -1,7 +1,10 @@
 """The daemon: builds every part from the configuration, joins them, starts and stops
 them in order, and reloads the routing settings without dropping a call. Open this first.
 
-One call, from the AMI event to the action sent (eight files)::
+One call answered from the ICM database, from the AMI event to the action sent, in eight
+files (client.py, daemon.py, entries/ami.py, snapshot.py, router.py, icmdb.py, model.py,
+entries/base.py); the wire parsing beneath is icm/ami/frames.py, and a shared store
+(Redis) adds the claim of icm/cluster.py::
 
     icm/ami/client.py     AmiClient: bytes -> Message (icm/ami/frames.py), link kept alive
     icm/daemon.py         Daemon._on_event: dispatch by event name
