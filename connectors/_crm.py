@@ -21,6 +21,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, ClassVar, Generic, TypeVar, cast, get_args
 
 from pydantic import AfterValidator
@@ -45,6 +46,19 @@ class Record:
     id: str
     data: Mapping[str, Any]
     updated: float = 0.0
+
+
+def iso_time(value: object) -> float:
+    """An ISO 8601 date-time as CRMs write it (``2026-01-01T10:00:00+03:00``, or inside
+    ``{"value": ...}``) as Unix time; 0 if there is none."""
+    if isinstance(value, Mapping):
+        value = value.get("value")
+    if not isinstance(value, str) or not value:
+        return 0.0
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
 
 
 def latest(records: list[Record]) -> Record:
@@ -195,9 +209,20 @@ class CrmSource(ABC, Generic[S]):
 
     def responsible(self, what: str, user_id: str, *, name: str = "") -> Answer:
         """The answer naming CRM user ``user_id`` as responsible for ``what`` (``contact
-        101``), with what the user map knows of him (``name`` if it does not)."""
-        user = self.users.get(user_id) or CrmUser(user_id, name=name)
-        who = f"{self.user_label} {user_id}" + (f" ({user.name})" if user.name else "")
+        101``), with what the user map knows of him (``name`` if it does not). A user the
+        loaded map does not hold (deleted, or not a user at all) is no answer."""
+        user = self.users.get(user_id)
+        who = f"{self.user_label} {user_id}"
+        if user is None and self.users.loaded:
+            gone = f"{what}, responsible {who}{f' ({name})' if name else ''}"
+            return Answer(
+                user=user_id,
+                name=name,
+                responsible=False,
+                detail=f"{gone} is not among {self.name}'s {self.user_label}s (deleted?)",
+            )
+        user = user or CrmUser(user_id, name=name)
+        who += f" ({user.name})" if user.name else ""
         return Answer(
             user=user_id,
             name=user.name,
@@ -207,5 +232,5 @@ class CrmSource(ABC, Generic[S]):
         )
 
     def nobody(self, what: str) -> Answer:
-        """The answer for a record without a responsible user."""
-        return Answer(detail=f"{what} has no responsible {self.user_label}")
+        """The answer for a record without a responsible user: no answer."""
+        return Answer(responsible=False, detail=f"{what} has no responsible {self.user_label}")

@@ -267,7 +267,8 @@ class GuardedSource:
         return hit, answer
 
     async def _remember(self, number: str, answer: Answer | None) -> None:
-        ttl = self.settings.cache_ttl_s if answer is not None else self.settings.negative_ttl_s
+        known = answer is not None and answer.responsible
+        ttl = self.settings.cache_ttl_s if known else self.settings.negative_ttl_s
         if ttl <= 0:
             return
         value = json.dumps(

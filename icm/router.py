@@ -7,7 +7,8 @@
    answer wins. A source that errs, times out or is cut by the budget is skipped. An
    answer naming an exception, an extension that is not a manager's, or something that
    is not a phone number counts as no answer: ICM never dials what a source sent without
-   checking it; so does a CRM user the CRM says is inactive. A CRM user is mapped to his
+   checking it; so does a CRM user the CRM says is inactive, and a record with no usable
+   responsible (none set, a user the CRM no longer knows). A CRM user is mapped to his
    extension through ``[managers]``. Every step goes into the decision's explanation.
 
    ``lookup = "chain"`` asks one source after another. ``lookup = "parallel"`` asks them
@@ -222,6 +223,8 @@ class Router:
     def _accept(self, source: str, answer: Answer) -> tuple[_Found | None, str, str]:
         """Check an answer before trusting it: (found or None, outcome, explanation)."""
         detail = f" ({answer.detail})" if answer.detail else ""
+        if not answer.responsible:
+            return None, "no-answer", answer.detail
         if not answer.active:
             who = answer.name or answer.user or "the manager"
             return None, "inactive", f"{who} is inactive or fired in {source}{detail}"

@@ -263,6 +263,38 @@ class FakeAmoCrm(FakeServer):
             }
         )
 
+    def add_lead(
+        self,
+        ident: int,
+        responsible: int,
+        *,
+        name: str = "Lead",
+        text: str = "",
+        updated_at: int = 1_700_000_000,
+        closed_at: int | None = None,
+    ) -> None:
+        """A lead: no PHONE field (amoCRM leads have none); the caller's number, if any,
+        is written in its name or in a text field, as people do."""
+        fields = [
+            {
+                "field_id": 300100,
+                "field_name": "Комментарий",
+                "field_code": None,
+                "field_type": "text",
+                "values": [{"value": text}],
+            }
+        ]
+        self.leads.append(
+            {
+                "id": ident,
+                "name": name,
+                "responsible_user_id": responsible,
+                "updated_at": updated_at,
+                "closed_at": closed_at,
+                "custom_fields_values": fields if text else None,
+            }
+        )
+
     def add_user(self, ident: int, name: str, email: str, active: bool = True) -> None:
         self.users.append(
             {
@@ -326,6 +358,11 @@ class FakeAmoCrm(FakeServer):
                 items = [i for i in items if str(i["id"]) in ids]
             if query:
                 items = [i for i in items if _amo_matches(i, query)]
+            # order[updated_at]=desc|asc, as the list methods document (entities' "order"
+            # parameter: created_at, updated_at, id).
+            order = request.query.get("order[updated_at]")
+            if order in ("asc", "desc"):
+                items = sorted(items, key=lambda i: i.get("updated_at", 0), reverse=order == "desc")
             limit = min(int(request.query.get("limit", "50")), 250)
             page = int(request.query.get("page", "1"))
             chunk = items[(page - 1) * limit : page * limit]
@@ -401,18 +438,15 @@ class FakeAmoCrm(FakeServer):
 
 
 def _amo_matches(item: dict[str, Any], query: str) -> bool:
-    """amoCRM's ``query``: a substring of any filled field; phones compared on digits."""
-    if query in str(item.get("name", "")) or query in str(item.get("note", "")):
-        return True
+    """amoCRM's ``query``: a substring of any filled field (CRM-NOTES, "query is a
+    full-text substring search over all filled fields"); a query of digits also finds
+    them written with separators (``222-11-00`` for ``2221100``) in any field, as the
+    search box does for phones."""
+    texts = [str(item.get("name", "")), str(item.get("note", ""))]
     for field_ in item.get("custom_fields_values") or []:
-        for value in field_["values"]:
-            text = str(value["value"])
-            if field_.get("field_code") == "PHONE":
-                if digits(query) and digits(query) in digits(text):
-                    return True
-            elif query in text:
-                return True
-    return False
+        texts += [str(value["value"]) for value in field_["values"]]
+    wanted = digits(query) if query.isdigit() else ""
+    return any(query in text or (wanted and wanted in digits(text)) for text in texts)
 
 
 # Bitrix24 -------------------------------------------------------------------------------
@@ -448,8 +482,24 @@ class FakeBitrix24(FakeServer):
     def webhook(self) -> str:
         return f"{self.url}/rest/{self.USER_ID}/{self.CODE}/"
 
-    def add_entity(self, kind: str, ident: int, phones: list[str], assigned: str) -> None:
-        self.entities.append({"type": kind, "id": ident, "phones": phones, "assigned": assigned})
+    def add_entity(
+        self,
+        kind: str,
+        ident: int,
+        phones: list[str],
+        assigned: str,
+        *,
+        modified: str = "2025-01-01T10:00:00+03:00",
+    ) -> None:
+        self.entities.append(
+            {
+                "type": kind,
+                "id": ident,
+                "phones": phones,
+                "assigned": assigned,
+                "modified": modified,
+            }
+        )
 
     def add_user(
         self,
@@ -569,10 +619,13 @@ class FakeBitrix24(FakeServer):
             ident = str(params.get("id") or params.get("ID") or "")
             for entity in self.entities:
                 if entity["type"] == match[1] and str(entity["id"]) == ident:
-                    return (
-                        {"ID": str(entity["id"]), "ASSIGNED_BY_ID": entity["assigned"]},
-                        {},
-                    )
+                    # crm.contact.get's fields: DATE_MODIFY is ISO 8601 with the offset.
+                    found_entity = {
+                        "ID": str(entity["id"]),
+                        "ASSIGNED_BY_ID": entity["assigned"],
+                        "DATE_MODIFY": entity["modified"],
+                    }
+                    return found_entity, {}
             raise _B24Error(400, "", "Not found")
         if method == "user.get":
             start = int(params.get("start") or 0)
@@ -587,8 +640,10 @@ class FakeBitrix24(FakeServer):
         raise _B24Error(404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
 
     def _matching(self, phones: list[str]) -> list[dict[str, Any]]:
+        """Bitrix's own priority between kinds; within a kind, the order the records were
+        added in (the portal promises none: not the newest first)."""
         wanted = {digits(p) for p in phones}
-        order = {"contact": 0, "company": 1, "lead": 2}  # Bitrix's own priority
+        order = {"contact": 0, "company": 1, "lead": 2}
         found = [e for e in self.entities if any(digits(p) in wanted for p in e["phones"])]
         return sorted(found, key=lambda e: order[e["type"]])
 
@@ -729,12 +784,15 @@ class FakeMegaplan(FakeServer):
         responsibles: list[tuple[str, int]],
         *,
         name: str = "Client",
+        updated: str = "2025-01-01T10:00:00+03:00",
     ) -> None:
         self.clients.append(
             {
                 "contentType": kind,
                 "id": str(ident),
                 "name": name,
+                # API v3 dates: {"contentType": "DateTime", "value": ISO 8601}.
+                "timeUpdated": {"contentType": "DateTime", "value": updated},
                 "contactInfo": [
                     {"contentType": "ContactInfo", "type": "phone", "value": p} for p in phones
                 ],

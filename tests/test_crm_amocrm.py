@@ -103,6 +103,7 @@ async def test_nothing_found_is_204_and_companies_are_asked_next(tmp_path, amo, 
     ],
 )
 async def test_which_entity_wins_is_configurable(tmp_path, amo, sqlite_store, entities, manager):
+    amo.add_user(5550003, "Vera", "vera@example.ru")
     amo.add_contact(101, ["+79161234567"], 5550001, leads=[303, 304])
     amo.add_company(202, ["+79161234567"], 5550002)
     amo.leads.append(

@@ -83,7 +83,12 @@ async def test_forget_drops_the_cached_answer(tmp_path, amo, sqlite_store, capsy
 
 
 async def test_circuit_opens_skips_without_waiting_then_closes(tmp_path, amo, sqlite_store):
-    section = {"breaker_failures": 3, "breaker_cooldown_s": 0.5, "timeout_ms": 300}
+    section = {
+        "breaker_failures": 3,
+        "breaker_cooldown_s": 0.5,
+        "timeout_ms": 300,
+        "entities": ["contacts"],
+    }
     async with running(config(tmp_path, amo, **section), sqlite_store) as router:
         amo.fault("hang", count=3, path="/contacts")
         for i in range(3):
