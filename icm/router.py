@@ -35,6 +35,7 @@ from icm.managers import Manager, Managers
 from icm.metrics import Metrics
 from icm.model import Answer, Decision, Presence, RouteRequest, Status, Step
 from icm.numbers import Numbers, Skip
+from icm.ratelimit import asking
 from icm.sources import Source, SourceError, SourceSettings, SourceSkipped, SourceTimeout
 
 log = logging.getLogger(__name__)
@@ -182,7 +183,8 @@ class Router:
         """Ask one source within its timeout and the budget; None if no time is left.
         Never raises for the source's failure."""
         loop = asyncio.get_running_loop()
-        remaining = deadline - loop.time() if deadline else float("inf")
+        now = loop.time()
+        remaining = deadline - now if deadline else float("inf")
         if remaining <= 0:
             return None
         own = settings.timeout_ms / 1000
@@ -190,8 +192,10 @@ class Router:
         started = time.perf_counter()
         outcome, detail, answer = "no-answer", "", None
         try:
-            async with asyncio.timeout(limit):
-                answer = await source.lookup(number)
+            # One clock for the router's wait and the source's own timeout (the guard's).
+            with asking(by=now + limit, timeout_at=now + own):
+                async with asyncio.timeout_at(now + limit):
+                    answer = await source.lookup(number)
         except (TimeoutError, SourceTimeout):
             cut = limit < own
             outcome = "cut" if cut else "timeout"
