@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import re
 import secrets
 import time
@@ -198,15 +199,23 @@ class FakeAmoCrm(FakeServer):
     """amoCRM API v4.
 
     :param rate_per_s: over it, 429; after ``ban_after`` 429s in a row, 403 for everyone
-        (the flood ban).
+        (the flood ban). Requests are counted as they reach the CRM, in any one second
+        (CRM-NOTES: "7 requests/s per integration; over it: 429").
+    :param jitter_s: each request reaches the CRM up to this much later than it was sent
+        (the network; issue 14.6 saw the 8th request arrive 966 ms after the 1st).
     """
 
     CLIENT_ID = "4f1c3b2a-0000-4000-8000-client-id"
     CLIENT_SECRET = "amo-client-secret-Zx81"
     REDIRECT = "https://icm.example/oauth"
 
-    def __init__(self, *, rate_per_s: float = 7, ban_after: int = 20) -> None:
+    def __init__(
+        self, *, rate_per_s: float = 7, ban_after: int = 20, jitter_s: float = 0.0
+    ) -> None:
         super().__init__()
+        self.jitter_s = jitter_s
+        self.arrivals: list[float] = []  # when each request was counted (monotonic)
+        self._rng = random.Random(14)
         self.contacts: list[dict[str, Any]] = []
         self.companies: list[dict[str, Any]] = []
         self.leads: list[dict[str, Any]] = []
@@ -331,6 +340,7 @@ class FakeAmoCrm(FakeServer):
         if self.banned:
             return _json({"title": "Forbidden", "status": 403, "detail": "IP blocked"}, 403)
         now = time.monotonic()
+        self.arrivals.append(now)
         self._recent.append(now)
         while self._recent and self._recent[0] <= now - 1:
             self._recent.popleft()
@@ -348,6 +358,7 @@ class FakeAmoCrm(FakeServer):
 
     def _list_handler(self, kind: str) -> Handler:
         async def handle(request: web.Request) -> web.StreamResponse:
+            await self._network()
             refused = self._gate(request)
             if refused is not None:
                 return refused
@@ -395,7 +406,12 @@ class FakeAmoCrm(FakeServer):
         out["_links"] = {"self": {"href": f"{self.url}/api/v4/x/{item['id']}"}}
         return out
 
+    async def _network(self) -> None:
+        if self.jitter_s:
+            await asyncio.sleep(self._rng.uniform(0, self.jitter_s))
+
     async def _users(self, request: web.Request) -> web.StreamResponse:
+        await self._network()
         refused = self._gate(request)
         if refused is not None:
             return refused
