@@ -31,6 +31,7 @@ from connectors._http_client import HttpClient, HttpSourceSettings, Reply
 from connectors._oauth import Refresh, TokenKeeper
 from connectors._users import CrmUser, UserMap
 from icm.model import Answer
+from icm.ratelimit import planning
 from icm.secrets import SecretRef
 from icm.sources import SourceContext, SourceRateLimited, SourceSettings
 
@@ -90,6 +91,9 @@ class CrmSource(ABC, Generic[S]):
     remote: ClassVar[bool] = True
     # What the CRM calls its users, in explanations ("responsible employee 12").
     user_label: ClassVar[str] = "user"
+    # Requests one lookup of a known caller makes: a burst lets a lookup begin only when
+    # they can all go in time.
+    requests_per_lookup: ClassVar[int] = 1
 
     def __init__(self, settings: SourceSettings, context: SourceContext) -> None:
         if not isinstance(settings, self.Settings):
@@ -165,9 +169,10 @@ class CrmSource(ABC, Generic[S]):
         await self.users.wait(timeout_s)
 
     async def lookup(self, number: str) -> Answer | None:
-        async for records in self.search(number):
-            if records:
-                return self.answer(latest(records))
+        with planning(self.requests_per_lookup):
+            async for records in self.search(number):
+                if records:
+                    return self.answer(latest(records))
         return None
 
     async def send(self, method: str, path: str, **request: Any) -> Reply:

@@ -45,7 +45,8 @@ USER_AGENT = f"icm/{__version__}"
 # drops before an answer.
 _RETRIED_BY_AIOHTTP = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _CHUNK = 64 * 1024
-_ON_THE_WIRE = 1 / 3  # of the timeout, left at least to a request when it is sent
+_ON_THE_WIRE = 1 / 3  # of the timeout: the most a request is left when it is sent
+_LEAST_S = 0.05  # the least
 _UNREAD = object()
 
 E = TypeVar("E", bound=SourceError)
@@ -154,6 +155,7 @@ class HttpClient:
         self.metrics = metrics
         self._headers = {"User-Agent": USER_AGENT, "Accept": "application/json", **(headers or {})}
         self._session: aiohttp.ClientSession | None = None
+        self._usual_s: float | None = None  # the CRM's usual answer time, once known
 
     @classmethod
     def for_account(
@@ -261,11 +263,21 @@ class HttpClient:
 
     def _send_by(self) -> float | None:
         """When a request must go at the latest to be of use: early enough to leave the
-        CRM a third of its timeout before the caller stops waiting. A request sent is
-        thus always given time to answer, and one the CRM leaves unanswered is the CRM's
-        failure; one that cannot go in time is not sent at all."""
+        CRM three times its usual answer time (at most a third of its timeout) before the
+        caller stops waiting. A request sent is thus always given time to answer, and one
+        the CRM leaves unanswered is the CRM's failure; one that cannot go in time is not
+        sent at all."""
         by = current().by
-        return None if by is None else by - self.timeout_s * _ON_THE_WIRE
+        if by is None:
+            return None
+        most = self.timeout_s * _ON_THE_WIRE
+        usual = self._usual_s
+        return by - (most if usual is None else min(most, max(_LEAST_S, 3 * usual)))
+
+    def _answered_in(self, seconds: float) -> None:
+        """Note how long the CRM took to answer (a moving average)."""
+        usual = self._usual_s
+        self._usual_s = seconds if usual is None else usual + 0.2 * (seconds - usual)
 
     async def _send(
         self,
@@ -293,6 +305,7 @@ class HttpClient:
                 received = True
                 body = await self._read(response)
                 result = f"{response.status // 100}xx"
+                self._answered_in(time.perf_counter() - started)
                 return Reply(self.source, self.host, response.status, dict(response.headers), body)
         except TimeoutError:
             result = "timeout"

@@ -69,9 +69,11 @@ class MegaplanSettings(HttpSourceSettings):
     search_limit: int = Field(default=20, ge=1, le=100)
     max_cards: int = Field(default=3, ge=1, le=10)
     default_timeout_ms: ClassVar[int] = 1500
-    # Megaplan publishes no limit; one client library keeps to 5 requests/s.
+    # Megaplan publishes no limit; one client library keeps to 5 requests/s: never more
+    # in any second (and the margin).
     rate_per_s: float = Field(default=5.0, gt=0, le=50)
     burst: int = Field(default=5, ge=1, le=50)
+    per_second: ClassVar[bool] = True
 
     def secrets(self) -> dict[str, str]:
         return {"password": "the Megaplan service account's password"}
@@ -83,6 +85,7 @@ class MegaplanSource(CrmSource[MegaplanSettings]):
     name: ClassVar[str] = "megaplan"
     Settings: ClassVar[type[SourceSettings]] = MegaplanSettings
     user_label: ClassVar[str] = "employee"
+    requests_per_lookup: ClassVar[int] = 2  # the search, the card
 
     def make_credentials(self) -> Credentials:
         key = f"token:{self.name}:{self.settings.base_url}:{self.settings.username}"

@@ -22,9 +22,9 @@ the router cannot tell the difference except by the answers being faster:
   earlier (budget spent, another source answered first) goes on until then, fills the
   cache for the next call, and counts by what the CRM did. At the end of its time the
   lookup has failed, counted before the router reports the timeout.
-  A request is only sent while it leaves the CRM a third of that time
-  (:mod:`connectors._http_client`), so a lookup that runs out of time had a request the
-  CRM left unanswered: the CRM's failure, not ICM's queue.
+  A request is only sent while it leaves the CRM three times its usual answer time (at
+  most a third of its timeout; :mod:`connectors._http_client`), so a lookup that runs out
+  of time had a request the CRM left unanswered: the CRM's failure, not ICM's queue.
 
 The breaker is written here rather than taken from a library: see README's dependency
 section (purgatory counts a cancelled call as a failure or a success, never neither).
@@ -97,6 +97,7 @@ class CircuitBreaker:
         self.state = "closed"
         self.failures = 0
         self.opened_at = 0.0
+        self.openings = 0  # how many times it opened
         self._probing = False
 
     def check(self) -> str | None:
@@ -120,14 +121,13 @@ class CircuitBreaker:
     def failure(self) -> bool:
         """Count a failure; True if this one opened the circuit."""
         self._probing = False
-        if self.state == "half-open":
-            self.state, self.opened_at = "open", self.clock()
-            return True
-        self.failures += 1
-        if self.state == "closed" and self.failures >= self.threshold:
-            self.state, self.opened_at = "open", self.clock()
-            return True
-        return False
+        if self.state != "half-open":
+            self.failures += 1
+            if self.state != "closed" or self.failures < self.threshold:
+                return False
+        self.state, self.opened_at = "open", self.clock()
+        self.openings += 1
+        return True
 
     def release(self) -> None:
         """The lookup was cancelled: neither success nor failure."""

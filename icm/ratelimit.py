@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import heapq
 import itertools
 import math
 import time
@@ -85,12 +86,39 @@ def asking(**changes: Any) -> Iterator[Asker]:
         _ASKER.reset(token)
 
 
+class Plan:
+    """How many requests one lookup makes (as its source expects), and what each limiter
+    still owes it."""
+
+    def __init__(self, requests: int) -> None:
+        self.requests = requests
+        self.owed: dict[RateLimiter, int] = {}
+
+
+_PLAN: ContextVar[Plan | None] = ContextVar("icm_plan", default=None)
+
+
+@contextlib.contextmanager
+def planning(requests: int) -> Iterator[Plan]:
+    """One lookup of ``requests`` requests: its first is let go only when the others can
+    go in time as well (a burst then finishes lookups rather than starting them all)."""
+    plan = Plan(requests)
+    token = _PLAN.set(plan)
+    try:
+        yield plan
+    finally:
+        _PLAN.reset(token)
+        for limiter, owed in plan.owed.items():
+            limiter._promised -= owed  # released by the lookup's end
+
+
 class Slots:
     """When requests may go, as arithmetic on the times given (seconds, any clock).
 
     :param rate_per_s: the CRM's published rate; ``burst``: how many may go at once.
     :param margin_s: per second of the CRM's limit, how much longer ICM takes (the room
-        left for network jitter): ``rate_per_s`` requests take ``1 + margin_s`` seconds.
+        left for network jitter): ``rate_per_s`` requests take ``1 + margin_s`` seconds,
+        and a large burst keeps the same share free (50 → 43 with 0.15).
     :param per_second: the CRM counts requests in any second (amoCRM): never more than
         ``floor(rate_per_s)`` in any ``1 + margin_s`` seconds, whatever ``burst`` is.
     """
@@ -99,7 +127,7 @@ class Slots:
         self, rate_per_s: float, burst: int = 1, *, margin_s: float = 0.0, per_second: bool = False
     ) -> None:
         self.interval = (1 + margin_s) / rate_per_s
-        self.burst = max(1, burst)
+        self.burst = max(1, burst - math.floor(burst * margin_s))
         self.window_s = 1 + margin_s
         count = max(1, math.floor(rate_per_s)) if per_second else 0
         self._tat = -math.inf  # GCRA: the bucket's theoretical arrival time
@@ -135,6 +163,10 @@ class Slots:
 
 @dataclass(order=True)
 class _Waiter:
+    """A request waiting for its slot; a lane serves the most urgent first (the earliest
+    ``by``: a lookup begun earlier finishes before later ones begin), then in order."""
+
+    by: float
     seq: int
     future: asyncio.Future[None] = field(compare=False)
 
@@ -168,13 +200,14 @@ class RateLimiter:
         self._window_s = max(1.0, 1 / rate_per_s)
         self._per_window = max(1, math.floor(rate_per_s * self._window_s))
         self._paused: dict[str, tuple[float, str]] = {}
-        # priority -> lane -> its waiters in order; lanes of a priority take turns
-        self._queues: dict[Priority, dict[str, deque[_Waiter]]] = {p: {} for p in Priority}
+        # priority -> lane -> its waiters (a heap); lanes of a priority take turns
+        self._queues: dict[Priority, dict[str, list[_Waiter]]] = {p: {} for p in Priority}
         self._turns: dict[Priority, deque[str]] = {p: deque() for p in Priority}
         self._seq = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
         self.granted = 0
         self.refused = 0
+        self._promised = 0  # later requests of the lookups admitted, not yet asked for
 
     async def acquire(self, scope: str = "", *, by: float | None = None) -> None:
         """Wait for a request's slot.
@@ -188,14 +221,31 @@ class RateLimiter:
         by = asker.by if by is None else by
         loop = asyncio.get_running_loop()
         now = loop.time()
-        queue = self._queues[asker.priority].setdefault(asker.lane, deque())
-        eta = self.slots.eta(now, self._ahead(asker))
+        queue = self._queues[asker.priority].setdefault(asker.lane, [])
+        key = math.inf if by is None else by
+        plan = _PLAN.get()
+        owed = None if plan is None else plan.owed.get(self)
+        ahead = self._ahead(asker, key)
+        more = 0
+        if owed is None and plan is not None:
+            # A lookup's first request here: admitted only if its later ones, and those
+            # promised to the lookups admitted before it, can go in time too.
+            more = max(0, plan.requests - 1)
+            ahead += self._promised + more
+        eta = self.slots.eta(now, ahead)
         if by is not None and eta > by:
             self._drop_empty(asker)
             self.refused += 1
             raise self._throttled(eta - now, by - now)
-        waiter = _Waiter(next(self._seq), loop.create_future())
-        queue.append(waiter)
+        if plan is not None:
+            if owed is None:
+                plan.owed[self] = more
+                self._promised += more
+            elif owed > 0:
+                plan.owed[self] = owed - 1
+                self._promised -= 1
+        waiter = _Waiter(key, next(self._seq), loop.create_future())
+        heapq.heappush(queue, waiter)
         if len(queue) == 1:
             self._turns[asker.priority].append(asker.lane)
         self._pump()
@@ -236,16 +286,17 @@ class RateLimiter:
 
     # Handing the slots out.
 
-    def _ahead(self, asker: Asker) -> int:
-        """How many waiting requests would be served before a new one of ``asker``'s: every
-        one of a higher priority; of its own priority, its lane's, and as many of each
-        other lane's as the lanes' turns give before it."""
+    def _ahead(self, asker: Asker, key: float) -> int:
+        """How many waiting requests would be served before a new one of ``asker``'s,
+        needed by ``key``: every one of a higher priority; of its own priority, the more
+        urgent ones of its lane, and as many of each other lane's as the lanes' turns
+        give before it."""
         count = 0
         for priority, lanes in self._queues.items():
             if priority < asker.priority:
                 count += sum(_live(q) for q in lanes.values())
             elif priority == asker.priority:
-                mine = _live(lanes.get(asker.lane, deque()))
+                mine = _live(lanes.get(asker.lane, []), key)
                 others = (_live(q) for lane, q in lanes.items() if lane != asker.lane)
                 count += mine + sum(min(n, mine + 1) for n in others)
         return count
@@ -255,13 +306,13 @@ class RateLimiter:
             turns, lanes = self._turns[priority], self._queues[priority]
             while turns:
                 lane = turns.popleft()
-                queue = lanes.get(lane, deque())
+                queue = lanes.get(lane, [])
                 while queue and queue[0].future.done():
-                    queue.popleft()
+                    heapq.heappop(queue)
                 if not queue:
                     lanes.pop(lane, None)
                     continue
-                waiter = queue.popleft()
+                waiter = heapq.heappop(queue)
                 if queue:
                     turns.append(lane)
                 else:
@@ -327,5 +378,6 @@ class RateLimiter:
             await asyncio.sleep(wait)
 
 
-def _live(queue: deque[_Waiter]) -> int:
-    return sum(not w.future.done() for w in queue)
+def _live(queue: list[_Waiter], key: float = math.inf) -> int:
+    """The requests of ``queue`` still waiting, needed by ``key`` or sooner."""
+    return sum(not w.future.done() and w.by <= key for w in queue)

@@ -7,7 +7,8 @@ garbage, a truncated or a huge body, or any scripted status.
 
 A fake running in another process (the bench) is steered over HTTP: ``POST /_fake/delay``
 (``{"s": 0.05}``) and ``GET /_fake/requests?since=N`` (each request's path and its
-``perf_counter`` start and end, comparable across processes on one machine).
+``perf_counter`` start and end, comparable across processes on one machine, and
+``throttled``: how many requests its own limit refused).
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class FakeServer:
         self.requests: list[Recorded] = []
         self.delay = 0.0
         self.faults: deque[Fault] = deque()
+        self.throttled = 0  # requests refused by the CRM's own rate limit
         self.app = web.Application(middlewares=[self._middleware], client_max_size=10 * 2**20)
         self.app.router.add_post("/_fake/delay", self._set_delay)
         self.app.router.add_get("/_fake/requests", self._requests)
@@ -98,6 +100,7 @@ class FakeServer:
         return _json(
             {
                 "count": len(self.requests),
+                "throttled": self.throttled,
                 "requests": [[r.path, r.started, r.ended] for r in done],
             }
         )
@@ -227,7 +230,6 @@ class FakeAmoCrm(FakeServer):
         self.refresh_delay = 0.0
         self.rate_per_s = rate_per_s
         self.ban_after = ban_after
-        self.throttled = 0
         self.banned = False
         self._recent: deque[float] = deque()
         self._throttled_in_a_row = 0
@@ -598,6 +600,7 @@ class FakeBitrix24(FakeServer):
     ) -> web.StreamResponse:
         method = method.removesuffix(".json")
         if not self._bucket():
+            self.throttled += 1
             return _error(503, "QUERY_LIMIT_EXCEEDED", "Too many requests")
         if method in self.blocked_methods:
             return _error(
@@ -776,8 +779,13 @@ class FakeMegaplan(FakeServer):
     USERNAME = "icm@example.ru"
     PASSWORD = "mp-password-Hj4!"
 
-    def __init__(self, *, errors_in_200: bool = False) -> None:
+    def __init__(self, *, errors_in_200: bool = False, rate_per_s: float = 0) -> None:
+        """:param rate_per_s: if set, more requests than this in any second are answered
+        429 with ``Retry-After: 1`` (Megaplan publishes no figure; CRM-NOTES: "clients
+        handle 429 with Retry-After", one client library keeps to 5/s)."""
         super().__init__()
+        self.rate_per_s = rate_per_s
+        self._recent: deque[float] = deque()
         self.clients: list[dict[str, Any]] = []
         self.employees: list[dict[str, Any]] = []
         self.tokens: set[str] = set()
@@ -844,6 +852,20 @@ class FakeMegaplan(FakeServer):
         auth = request.headers.get("Authorization", "")
         return auth.startswith("Bearer ") and auth[7:] in self.tokens
 
+    def _over_limit(self) -> web.Response | None:
+        if not self.rate_per_s:
+            return None
+        now = time.monotonic()
+        self._recent.append(now)
+        while self._recent and self._recent[0] <= now - 1:
+            self._recent.popleft()
+        if len(self._recent) <= self.rate_per_s:
+            return None
+        self.throttled += 1
+        response = self._envelope(None, 429, message="Too many requests")
+        response.headers["Retry-After"] = "1"
+        return response
+
     def _query(self, request: web.Request) -> dict[str, Any]:
         # The server decodes the whole query string as form data: "+" becomes a space.
         raw = unquote_plus(request.rel_url.raw_query_string)
@@ -877,6 +899,9 @@ class FakeMegaplan(FakeServer):
     async def _search(self, request: web.Request) -> web.StreamResponse:
         if not self._authorised(request):
             return self._envelope(None, 401, message="Unauthorized")
+        over = self._over_limit()
+        if over is not None:
+            return over
         try:
             params = self._query(request)
         except ValueError:
@@ -902,6 +927,9 @@ class FakeMegaplan(FakeServer):
         async def handle(request: web.Request) -> web.StreamResponse:
             if not self._authorised(request):
                 return self._envelope(None, 401, message="Unauthorized")
+            over = self._over_limit()
+            if over is not None:
+                return over
             for client in self.clients:
                 if client["contentType"] == kind and client["id"] == request.match_info["id"]:
                     return self._envelope(client)
@@ -912,6 +940,9 @@ class FakeMegaplan(FakeServer):
     async def _employees(self, request: web.Request) -> web.StreamResponse:
         if not self._authorised(request):
             return self._envelope(None, 401, message="Unauthorized")
+        over = self._over_limit()
+        if over is not None:
+            return over
         params = self._query(request)
         limit = int(params.get("limit", 100))
         start = 0

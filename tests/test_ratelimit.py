@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 
-from icm.ratelimit import Priority, RateLimiter, Slots, asking
+from icm.ratelimit import Priority, RateLimiter, Slots, asking, planning
 from icm.sources import SourceSkipped, SourceThrottled
 from icm.store import SqliteStore
 
@@ -54,6 +54,11 @@ def test_amocrm_never_sees_8_in_a_second_despite_network_jitter(burst):
         assert most_in_a_second(arrivals) <= 7
     # Exactly 1/7 s apart with no margin, as before: 8 within one second, jitter or not.
     assert most_in_a_second(send_times(Slots(7, 1), 8)) == 8
+
+
+def test_a_large_burst_keeps_the_margin_free():
+    """Bitrix24's bucket of 50: ICM keeps 7 of them for requests the network delays."""
+    assert send_times(Slots(2, 50, margin_s=0.15), 44)[-1] == pytest.approx(0.575)
 
 
 def test_the_time_of_a_later_slot_is_known_in_advance():
@@ -110,6 +115,48 @@ async def test_a_request_pushed_back_by_live_calls_is_refused_at_its_time():
     await asyncio.gather(*live)  # they came later but went first
     with pytest.raises(SourceThrottled, match="no request slot within"):
         await late
+
+
+async def test_a_burst_finishes_lookups_rather_than_starting_them_all():
+    """Lookups of two requests each (Megaplan: the search, the card), 5 requests in any
+    1.15 s: a lookup begins only if its second request can go in time too, and the
+    second requests of the lookups begun go before any later lookup's first."""
+    limiter = RateLimiter("crm", 5, 5, margin_s=0.15, per_second=True)
+    loop = asyncio.get_running_loop()
+    by = loop.time() + 0.5
+    order: list[str] = []
+
+    async def lookup(i: int) -> None:
+        with asking(by=by), planning(2):
+            try:
+                await limiter.acquire()
+                order.append(f"search{i}")
+                await asyncio.sleep(0)
+                await limiter.acquire()
+                order.append(f"card{i}")
+            except SourceThrottled:
+                order.append(f"skipped{i}")
+
+    await asyncio.gather(*(lookup(i) for i in range(4)))
+    assert sorted(order) == ["card0", "card1", "search0", "search1", "skipped2", "skipped3"]
+    assert limiter._promised == 0
+
+
+async def test_within_an_entry_the_lookup_begun_first_goes_first():
+    limiter = RateLimiter("crm", rate_per_s=200)
+    await limiter.acquire()
+    loop = asyncio.get_running_loop()
+    order: list[str] = []
+
+    async def ask(name: str, by: float) -> None:
+        await limiter.acquire(by=by)
+        order.append(name)
+
+    later = asyncio.create_task(ask("later", loop.time() + 5))
+    await asyncio.sleep(0)
+    sooner = asyncio.create_task(ask("sooner", loop.time() + 4))
+    await asyncio.gather(later, sooner)
+    assert order == ["sooner", "later"]
 
 
 async def test_instances_sharing_a_store_share_the_limit(tmp_path):
