@@ -8,8 +8,9 @@ enforces the CRM's published limit as the CRM does: amoCRM 7 requests in any sec
 (429, then the flood ban), Bitrix24 a leaky bucket of 50 draining 2 a second (503
 QUERY_LIMIT_EXCEEDED), Megaplan 5 in any second (429; it publishes no figure, a client
 library keeps to 5). Each (CRM, N) round has a fresh fake and a fresh router with that
-CRM's default settings (limit, timeout), the default lookup budget (1.5 s), the CRM as the
-only source, and an empty cache.
+CRM's default settings (limit, timeout), the default lookup budget (1.5 s), the CRM
+first and the call history (empty) second, and an empty cache. ``amocrm_mirror`` is
+amoCRM with ``mirror = true``: its contacts' phones loaded in the background first.
 
 Reported per CRM and N: callers routed (got their manager), skipped because ICM's own
 limiter had no request slot in time ("rate-limited locally", the next source would be
@@ -53,7 +54,8 @@ from icm.snapshot import build_sources, source_context  # noqa: E402
 from icm.store import SqliteStore, Store  # noqa: E402
 from tests.crm_fakes import FakeAmoCrm, FakeBitrix24, FakeMegaplan, FakeServer  # noqa: E402
 
-CRMS = ("amocrm", "bitrix24", "megaplan")
+# amocrm_mirror: amoCRM with `mirror = true` (its phones kept in memory, issue 14.8).
+CRMS = ("amocrm", "bitrix24", "megaplan", "amocrm_mirror")
 MANAGER = "101"
 
 
@@ -63,7 +65,7 @@ def callers(n: int) -> list[str]:
 
 def fake(crm: str, numbers: list[str]) -> FakeServer:
     """A fake CRM knowing every one of ``numbers`` as a client of manager 101."""
-    if crm == "amocrm":
+    if crm.startswith("amocrm"):
         amo = FakeAmoCrm()  # 7 in any second
         amo.add_user(5550001, "Anna", "anna@example.ru")
         for i, number in enumerate(numbers):
@@ -92,10 +94,11 @@ def serve(sizes: list[int], crm_ms: float, ready: Any) -> None:
                 server = fake(crm, callers(n))
                 server.delay = crm_ms / 1000
                 await server.start()
-                secret = {
-                    "amocrm": getattr(server, "long_lived", ""),
-                    "bitrix24": getattr(server, "webhook", "") if crm == "bitrix24" else "",
-                }.get(crm, "")
+                secret = ""
+                if isinstance(server, FakeAmoCrm):
+                    secret = server.long_lived
+                elif isinstance(server, FakeBitrix24):
+                    secret = server.webhook
                 found[f"{crm}_{n}"] = {"url": server.url, "secret": secret}
         ready.put(found)
         await asyncio.Event().wait()
@@ -103,8 +106,9 @@ def serve(sizes: list[int], crm_ms: float, ready: Any) -> None:
     asyncio.run(run())
 
 
-def config(crm: str, fake_at: dict[str, str], store_url: str, lookup: str) -> Config:
-    section: dict[str, Any] = {}
+def config(variant: str, fake_at: dict[str, str], store_url: str, lookup: str) -> Config:
+    crm = variant.split("_")[0]
+    section: dict[str, Any] = {"mirror": True} if variant.endswith("_mirror") else {}
     env: dict[str, str] = {}
     if crm == "amocrm":
         section["base_url"] = fake_at["url"]
@@ -163,6 +167,9 @@ async def burst(
     timing = Timing(cfg.routing.lookup_budget_ms / 1000, cfg.routing.dial_timeout_s)
     router, sources = await started(cfg, store)
     guard = next(s for s, _ in sources if isinstance(s, GuardedSource))
+    mirror = getattr(guard.inner, "mirror", None)
+    while mirror is not None and not mirror.ready:
+        await asyncio.sleep(0.05)
     await asyncio.sleep(1.2)  # the user map's request: its slot back, as at any moment
     started_at = time.perf_counter()
     decisions = await asyncio.gather(*(call(router, number, timing) for number in callers(n)))

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, ClassVar, Generic, TypeVar, cast, get_args
 
@@ -28,6 +28,7 @@ from pydantic import AfterValidator
 
 from connectors._auth import Credentials, FixedToken
 from connectors._http_client import HttpClient, HttpSourceSettings, Reply
+from connectors._mirror import Entry, Mirror
 from connectors._oauth import Refresh, TokenKeeper
 from connectors._users import CrmUser, UserMap
 from icm.model import Answer
@@ -94,6 +95,8 @@ class CrmSource(ABC, Generic[S]):
     # Requests one lookup of a known caller makes: a burst lets a lookup begin only when
     # they can all go in time.
     requests_per_lookup: ClassVar[int] = 1
+    # The entity kinds the CRM can keep a mirror of (see :meth:`changed`).
+    mirrored: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, settings: SourceSettings, context: SourceContext) -> None:
         if not isinstance(settings, self.Settings):
@@ -111,6 +114,16 @@ class CrmSource(ABC, Generic[S]):
         self.users = UserMap(
             self.name, self.settings.users_refresh_s, self.fetch_users, metrics=context.metrics
         )
+        self.mirror: Mirror | None = None
+        if getattr(self.settings, "mirror", False) and self.mirrored:
+            kinds = [k for k in getattr(self.settings, "entities", ()) if k in self.mirrored]
+            self.mirror = Mirror(
+                self.name,
+                kinds,
+                self.changed,
+                interval_s=float(getattr(self.settings, "mirror_refresh_s", 60.0)),
+                metrics=context.metrics,
+            )
 
     # What each CRM writes.
 
@@ -139,6 +152,11 @@ class CrmSource(ABC, Generic[S]):
     def answer(self, record: Record) -> Answer | None:
         """Who is responsible for ``record`` (see :meth:`responsible`)."""
 
+    async def changed(self, kind: str, since: float | None) -> list[Entry]:
+        """The records of ``kind`` updated since ``since`` (every one if None), for the
+        mirror; a CRM that lists ``mirrored`` kinds writes it."""
+        raise NotImplementedError
+
     def sign(self, token: str, request: dict[str, Any]) -> dict[str, Any]:
         """A request carrying ``token``: by default as a bearer token."""
         if not token:
@@ -157,8 +175,12 @@ class CrmSource(ABC, Generic[S]):
             await client.start()
         self.credentials.start()
         self.users.start()
+        if self.mirror is not None:
+            self.mirror.start()
 
     async def close(self) -> None:
+        if self.mirror is not None:
+            await self.mirror.close()
         await self.users.close()
         await self.credentials.close()
         for client in reversed(self._clients):
@@ -169,10 +191,28 @@ class CrmSource(ABC, Generic[S]):
         await self.users.wait(timeout_s)
 
     async def lookup(self, number: str) -> Answer | None:
+        mirrored = self._from_mirror(number)
+        if mirrored is not None:
+            return mirrored
         with planning(self.requests_per_lookup):
             async for records in self.search(number):
                 if records:
                     return self.answer(latest(records))
+        return None
+
+    def _from_mirror(self, number: str) -> Answer | None:
+        """The answer the mirror holds, without asking the CRM; None if it cannot say
+        (not loaded, no record, or a kind before the hit that it does not mirror)."""
+        if self.mirror is None or not self.mirror.ready:
+            return None
+        for kind in getattr(self.settings, "entities", ()):
+            if kind not in self.mirror.kinds:
+                return None
+            entries = self.mirror.find(kind, number)
+            if entries:
+                entry = max(entries, key=lambda e: e.updated)
+                answer = self.answer(Record(kind, entry.id, entry.data, entry.updated))
+                return replace(answer, detail=f"{answer.detail}; from the mirror")
         return None
 
     async def send(self, method: str, path: str, **request: Any) -> Reply:

@@ -55,14 +55,19 @@ def in_text(numbers: Numbers, text: object, e164: str) -> bool:
     return any(same_number(numbers, m.group(), e164) for m in _WRITTEN.finditer(str(text)))
 
 
-def same_number(numbers: Numbers, written: object, e164: str) -> bool:
-    """Whether a phone value as written in a CRM is ``e164``. Text after the number
-    (``доб. 12``, ``ext 5``) is ignored."""
+def written_number(numbers: Numbers, written: object) -> str | None:
+    """A phone value as written in a CRM, in E.164; None if it is not a number. Text
+    after the number (``доб. 12``, ``ext 5``) is ignored."""
     if not isinstance(written, str | int):
-        return False
+        return None
     text = str(written)
     cut = _LETTERS.search(text)
     if cut is not None:
         text = text[: cut.start()]
     found = numbers.normalise(text)
-    return not isinstance(found, Skip) and found == e164
+    return None if isinstance(found, Skip) else found
+
+
+def same_number(numbers: Numbers, written: object, e164: str) -> bool:
+    """Whether a phone value as written in a CRM is ``e164``."""
+    return written_number(numbers, written) == e164

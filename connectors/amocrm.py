@@ -30,8 +30,9 @@ from pydantic import Field
 from connectors._auth import Credentials, FixedToken
 from connectors._crm import CrmSource, Record, once_each
 from connectors._http_client import Reply, http_address
+from connectors._mirror import Entry
 from connectors._oauth import OAuthSettings, Tokens, tokens_in
-from connectors._phones import in_text, same_number, search_digits
+from connectors._phones import in_text, same_number, search_digits, written_number
 from connectors._users import CrmUser
 from icm.model import Answer
 from icm.secrets import SecretRef
@@ -44,6 +45,7 @@ from icm.sources import (
 )
 
 Entity = Literal["contacts", "companies", "leads"]
+_MIRROR_PAGES = 4000  # 1,000,000 records of a kind at 250 a page
 _SINGULAR = {"contacts": "contact", "companies": "company", "leads": "lead"}
 
 
@@ -70,6 +72,10 @@ class AmoCrmSettings(OAuthSettings):
     rate_per_s: float = Field(default=7.0, gt=0, le=7.0)
     burst: int = Field(default=1, ge=1, le=7)
     per_second: ClassVar[bool] = True
+    # Keep every contact's and company's phones in memory (loaded in the background,
+    # then what changed every mirror_refresh_s): a burst of known callers asks nothing.
+    mirror: bool = False
+    mirror_refresh_s: float = Field(default=60.0, ge=5, le=86_400)
 
 
 class AmoCrmSource(CrmSource[AmoCrmSettings]):
@@ -77,6 +83,7 @@ class AmoCrmSource(CrmSource[AmoCrmSettings]):
 
     name: ClassVar[str] = "amocrm"
     Settings: ClassVar[type[SourceSettings]] = AmoCrmSettings
+    mirrored: ClassVar[tuple[str, ...]] = ("contacts", "companies")
 
     def make_credentials(self) -> Credentials:
         if self.settings.oauth:
@@ -123,6 +130,35 @@ class AmoCrmSource(CrmSource[AmoCrmSettings]):
                 break
             path, params = following, {}
         return users
+
+    async def changed(self, kind: str, since: float | None) -> list[Entry]:
+        """Contacts or companies updated since ``since``, oldest first, every page."""
+        params = {"limit": "250", "order[updated_at]": "asc"}
+        if since is not None:
+            params["filter[updated_at][from]"] = str(int(since))
+        path: str = f"api/v4/{kind}"
+        entries: list[Entry] = []
+        for _ in range(_MIRROR_PAGES):
+            page = await self._get(path, params)
+            if page is None:
+                break
+            for item in self._embedded(page, kind):
+                record = _record(kind, item)
+                numbers = {
+                    written_number(self.numbers, value.get("value"))
+                    for field in item.get("custom_fields_values") or ()
+                    if isinstance(field, dict) and field.get("field_code") == "PHONE"
+                    for value in field.get("values") or ()
+                    if isinstance(value, dict)
+                }
+                kept = {"responsible_user_id": item.get("responsible_user_id")}
+                found = tuple(sorted(n for n in numbers if n))
+                entries.append(Entry(kind, record.id, record.updated, found, kept))
+            following = _next_link(page)
+            if following is None:
+                break
+            path, params = following, {}
+        return entries
 
     # The CRM's entities.
 

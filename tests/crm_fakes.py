@@ -371,6 +371,10 @@ class FakeAmoCrm(FakeServer):
                 items = [i for i in items if str(i["id"]) in ids]
             if query:
                 items = [i for i in items if _amo_matches(i, query)]
+            # filter[updated_at][from]: records updated at that Unix time or later.
+            since = request.query.get("filter[updated_at][from]")
+            if since is not None:
+                items = [i for i in items if i.get("updated_at", 0) >= int(since)]
             # order[updated_at]=desc|asc, as the list methods document (entities' "order"
             # parameter: created_at, updated_at, id).
             order = request.query.get("order[updated_at]")

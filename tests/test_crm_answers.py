@@ -10,6 +10,7 @@ the same scenarios against each fake CRM, the next source (the call history) sta
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -172,3 +173,36 @@ async def test_bitrix24_duplicates_also_takes_the_newest(tmp_path, sqlite_store)
     finally:
         await b24.stop()
     assert decision.manager == "102" and len(b24.calls("/batch")) == 1  # one request
+
+
+# A burst (issue 14.8): amoCRM's mirror --------------------------------------------------
+
+
+async def test_amocrm_mirror_routes_a_burst_without_asking(tmp_path, amo, sqlite_store):
+    """With ``mirror = true`` the contacts' phones are loaded in the background (250 a
+    page), then what changed (``filter[updated_at][from]``): 30 known callers at once ask
+    amoCRM nothing; a client added since is still searched."""
+    for i in range(30):
+        amo.add_contact(1000 + i, [f"8 917 000-{i:02d}-00"], 5550001, updated_at=1_700_000_000 + i)
+    amo.add_company(2000, ["+7 903 111-22-33"], 5550002)
+    section = {"mirror": True, "mirror_refresh_s": 3600}
+    cfg = crm_config(str(tmp_path / "icm.db"), {"amocrm": amo}, sections={"amocrm": section})
+    async with running(cfg, sqlite_store) as router:
+        [(guard, _)] = router.sources
+        async with asyncio.timeout(5):
+            while not guard.inner.mirror.ready:
+                await asyncio.sleep(0.01)
+        searched = len(amo.calls("/api/v4/contacts"))
+        decisions = await asyncio.gather(*(route(router, f"+7917000{i:02d}00") for i in range(30)))
+        company = await route(router, "+79031112233")
+        assert len(amo.calls("/api/v4/contacts")) == searched  # nothing asked
+        assert {d.manager for d in decisions} == {"101"} and company.manager == "102"
+        assert "; from the mirror" in decisions[0].steps[0].detail
+        amo.add_contact(3000, ["+7 905 000-00-01"], 5550002, updated_at=1_800_000_000)
+        late = await route(router, "+79050000001")
+        assert late.manager == "102" and "mirror" not in late.steps[0].detail
+        # The next refresh asks only for what changed since the newest record it holds.
+        await guard.inner.mirror.refresher.refresh_now()
+        last = amo.calls("/api/v4/contacts")[-1].query_string
+        assert "filter%5Bupdated_at%5D%5Bfrom%5D=1700000029" in last
+        assert guard.inner.mirror.find("contacts", "+79050000001")
