@@ -44,15 +44,13 @@ sys.path.insert(0, str(ROOT))
 from _harness import report, tempdir  # noqa: E402
 
 from icm.config import Config, from_dict  # noqa: E402
-from icm.dialing import DialStrings  # noqa: E402
 from icm.guard import GuardedSource  # noqa: E402
-from icm.managers import Managers  # noqa: E402
-from icm.model import Decision, Presence, RouteRequest, Timing  # noqa: E402
+from icm.model import Decision, RouteRequest, Timing  # noqa: E402
 from icm.ratelimit import asking  # noqa: E402
 from icm.router import Router  # noqa: E402
-from icm.snapshot import build_sources, source_context  # noqa: E402
 from icm.store import SqliteStore, Store  # noqa: E402
 from tests.crm_fakes import FakeAmoCrm, FakeBitrix24, FakeMegaplan, FakeServer  # noqa: E402
+from tests.crm_util import make_router  # noqa: E402
 
 # amocrm_mirror: amoCRM with `mirror = true` (its phones kept in memory, issue 14.8).
 CRMS = ("amocrm", "bitrix24", "megaplan", "amocrm_mirror")
@@ -130,21 +128,12 @@ def config(variant: str, fake_at: dict[str, str], store_url: str, lookup: str) -
 
 
 async def started(cfg: Config, store: Store) -> tuple[Router, list[Any]]:
-    numbers = cfg.numbers()
-    managers = Managers.from_config(cfg, numbers)
-    sources = build_sources(cfg, source_context(cfg, store, numbers, managers, None))
+    """The router as the tests build it, its sources started and their user maps in."""
+    router, sources = make_router(cfg, store)
     for source, _ in sources:
         await source.start()
         if hasattr(source, "wait_ready"):
             await source.wait_ready(5)
-    router = Router(
-        settings=cfg.routing,
-        sources=sources,
-        numbers=numbers,
-        managers=managers,
-        dial=DialStrings(cfg.dial, numbers),
-        presence=lambda ext: Presence.AVAILABLE,
-    )
     return router, sources
 
 
