@@ -196,6 +196,7 @@ def _reload(args: argparse.Namespace) -> int:
 def _lookup(args: argparse.Namespace) -> int:
     from icm.metrics import Metrics
     from icm.model import Presence, RouteRequest
+    from icm.ratelimit import Priority, asking
     from icm.snapshot import Snapshot
 
     config = _config(args, ami_secret=False)
@@ -215,9 +216,10 @@ def _lookup(args: argparse.Namespace) -> int:
         )
         try:
             deadline = asyncio.get_running_loop().time() + snapshot.timing.budget_s
-            decision = await snapshot.router.route(
-                RouteRequest(token="0", number=args.number, deadline=deadline)
-            )
+            with asking(priority=Priority.LOOKUP):  # after the calls, sharing a store
+                decision = await snapshot.router.route(
+                    RouteRequest(token="0", number=args.number, deadline=deadline)
+                )
         finally:
             await snapshot.close()
         if args.json:

@@ -104,6 +104,9 @@ class Answer:
     ICM maps to an extension through ``[managers]``; an answer with none of them means
     the manager is not connected to the PBX. ``active`` False: the CRM says the user is
     fired or deactivated, which counts as no answer (the next source is asked).
+    ``responsible`` False: the source knows the caller but names nobody ICM can use (no
+    responsible set, a user the CRM no longer knows): no answer as well, and ``detail``
+    says why.
     """
 
     extension: str | None = None
@@ -114,6 +117,7 @@ class Answer:
     detail: str = ""
     email: str | None = None
     active: bool = True
+    responsible: bool = True
 
 
 @dataclass(frozen=True, slots=True)

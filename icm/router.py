@@ -7,7 +7,8 @@
    answer wins. A source that errs, times out or is cut by the budget is skipped. An
    answer naming an exception, an extension that is not a manager's, or something that
    is not a phone number counts as no answer: ICM never dials what a source sent without
-   checking it; so does a CRM user the CRM says is inactive. A CRM user is mapped to his
+   checking it; so does a CRM user the CRM says is inactive, and a record with no usable
+   responsible (none set, a user the CRM no longer knows). A CRM user is mapped to his
    extension through ``[managers]``. Every step goes into the decision's explanation.
 
    ``lookup = "chain"`` asks one source after another. ``lookup = "parallel"`` asks them
@@ -34,6 +35,7 @@ from icm.managers import Manager, Managers
 from icm.metrics import Metrics
 from icm.model import Answer, Decision, Presence, RouteRequest, Status, Step
 from icm.numbers import Numbers, Skip
+from icm.ratelimit import asking
 from icm.sources import Source, SourceError, SourceSettings, SourceSkipped, SourceTimeout
 
 log = logging.getLogger(__name__)
@@ -181,7 +183,8 @@ class Router:
         """Ask one source within its timeout and the budget; None if no time is left.
         Never raises for the source's failure."""
         loop = asyncio.get_running_loop()
-        remaining = deadline - loop.time() if deadline else float("inf")
+        now = loop.time()
+        remaining = deadline - now if deadline else float("inf")
         if remaining <= 0:
             return None
         own = settings.timeout_ms / 1000
@@ -189,8 +192,10 @@ class Router:
         started = time.perf_counter()
         outcome, detail, answer = "no-answer", "", None
         try:
-            async with asyncio.timeout(limit):
-                answer = await source.lookup(number)
+            # One clock for the router's wait and the source's own timeout (the guard's).
+            with asking(by=now + limit, timeout_at=now + own):
+                async with asyncio.timeout_at(now + limit):
+                    answer = await source.lookup(number)
         except (TimeoutError, SourceTimeout):
             cut = limit < own
             outcome = "cut" if cut else "timeout"
@@ -222,6 +227,8 @@ class Router:
     def _accept(self, source: str, answer: Answer) -> tuple[_Found | None, str, str]:
         """Check an answer before trusting it: (found or None, outcome, explanation)."""
         detail = f" ({answer.detail})" if answer.detail else ""
+        if not answer.responsible:
+            return None, "no-answer", answer.detail
         if not answer.active:
             who = answer.name or answer.user or "the manager"
             return None, "inactive", f"{who} is inactive or fired in {source}{detail}"

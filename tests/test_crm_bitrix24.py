@@ -103,7 +103,8 @@ async def test_duplicates_path_in_one_batch(tmp_path, b24, sqlite_store):
     batches = b24.calls("/batch")
     assert len(batches) == 2
     commands = json.loads(batches[0].body)["cmd"]
-    assert commands["contact"] == "crm.contact.get?id=$result[found][CONTACT][0]"
+    assert commands["contact0"] == "crm.contact.get?id=$result[found][CONTACT][0]"
+    assert commands["company4"] == "crm.company.get?id=$result[found][COMPANY][4]"
     assert commands["found"].count("values%5B%5D=") == 4
 
 

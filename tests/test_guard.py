@@ -3,6 +3,7 @@ per number, the circuit breaker, and parallel lookups against two real fake CRMs
 
 import asyncio
 import time
+from collections import Counter
 
 import pytest
 
@@ -83,20 +84,57 @@ async def test_forget_drops_the_cached_answer(tmp_path, amo, sqlite_store, capsy
 
 
 async def test_circuit_opens_skips_without_waiting_then_closes(tmp_path, amo, sqlite_store):
-    section = {"breaker_failures": 3, "breaker_cooldown_s": 0.5, "timeout_ms": 300}
+    """The third routed timeout has opened the circuit by the time the router says so
+    (issue 12.7): the router's wait and the lookup's own time are one clock."""
+    section = {
+        "breaker_failures": 3,
+        "breaker_cooldown_s": 30,
+        "timeout_ms": 300,
+        "entities": ["contacts"],
+    }
     async with running(config(tmp_path, amo, **section), sqlite_store) as router:
+        [(guard, _)] = router.sources
+        now = [0.0]
+        guard.breaker.clock = lambda: now[0]
         amo.fault("hang", count=3, path="/contacts")
         for i in range(3):
             assert steps(await route(router, f"+7903123456{i}")) == [("amocrm", "timeout")]
+            assert guard.breaker.failures == i + 1
         sent = len(amo.requests)
         skipped = await route(router, "+79031234569")
         # Skipped without waiting: nothing was sent, so there was nothing to wait for.
         assert steps(skipped) == [("amocrm", "skipped")]
-        assert skipped.steps[0].detail == "circuit open after 3 failures; retry in 1 s"
+        assert skipped.steps[0].detail == "circuit open after 3 failures; retry in 30 s"
         assert len(amo.requests) == sent
-        await asyncio.sleep(0.55)
+        now[0] = 30.5
         assert (await route(router)).manager == "101"  # the probe: closed again
         assert steps(await route(router, "+79031234568")) == [("amocrm", "no-answer")]
+
+
+async def test_local_throttling_never_opens_the_circuit(tmp_path, amo, sqlite_store):
+    """Issue 14.7: 30 distinct callers at once against a healthy amoCRM (50 ms). The
+    lookups that cannot have a request slot in time are skipped at once, say so, and do
+    not count against the CRM."""
+    amo.rate_per_s = 1000  # the fake's own limit is not what this test is about
+    amo.delay = 0.05
+    for i in range(30):
+        amo.add_contact(1000 + i, [f"+7917000{i:04d}"], 5550001)
+    cfg = config(tmp_path, amo, entities=["contacts"])
+    async with running(cfg, sqlite_store) as router:
+        [(guard, _)] = router.sources
+        decisions = await asyncio.gather(
+            *(route(router, f"+7917000{i:04d}", budget=1.5) for i in range(30))
+        )
+        assert guard.breaker.state == "closed" and guard.breaker.failures == 0
+    outcomes = Counter(d.steps[0].outcome for d in decisions)
+    assert set(outcomes) == {"answered", "skipped"}, outcomes
+    assert outcomes["answered"] >= 3
+    for decision in decisions:
+        if decision.steps[0].outcome == "skipped":
+            assert decision.steps[0].detail.startswith("rate-limited locally: ")
+            assert decision.status is Status.NOTFOUND
+        else:
+            assert decision.manager == "101"
 
 
 def test_breaker_half_open_lets_one_probe_and_reopens_on_failure():

@@ -98,7 +98,7 @@ class AgiEntry(Entry):
         self.metrics.requests.labels("agi").inc()
         self.metrics.in_flight.inc()
         try:
-            decision = await decide(snapshot.router, request)
+            decision = await decide(snapshot.router, request, "agi")
             value = self.reply(request, decision)
             agi = Request(app=None, headers=env, reader=reader, writer=writer)
             async with asyncio.timeout(2.0):

@@ -122,7 +122,7 @@ class AmiEntry(Entry):
         try:
             if self.claim is not None and not await self.claim(request):
                 return
-            decision = await decide(router, request)
+            decision = await decide(router, request, "ami")
             delivered = await self._deliver(request, decision)
             total_ms = self.elapsed_ms(request)
             record(

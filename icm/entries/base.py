@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from icm.metrics import Metrics
 from icm.model import Decision, RouteRequest, Status, Step, Timing
+from icm.ratelimit import Priority, asking
 from icm.router import Router
 from icm.snapshot import Snapshot
 
@@ -64,10 +65,12 @@ def reply_line(decision: Decision, timing: Timing, token: str = "") -> str:
     return "|".join([token, *fields] if token else fields)
 
 
-async def decide(router: Router, request: RouteRequest) -> Decision:
-    """The router's decision; ERROR (the call goes back to its scenario) if it fails."""
+async def decide(router: Router, request: RouteRequest, entry: str) -> Decision:
+    """The router's decision; ERROR (the call goes back to its scenario) if it fails. A
+    live call's CRM requests take their turn with the other entries' (``entry``)."""
     try:
-        return await router.route(request)
+        with asking(priority=Priority.LIVE, lane=entry):
+            return await router.route(request)
     except Exception:
         log.exception("routing failed for call %s", request.uniqueid or request.token)
         return Decision(Status.ERROR, reason="internal error (see the daemon's log)")

@@ -43,7 +43,7 @@ class HttpEntry(Entry):
         self.metrics.requests.labels("http").inc()
         self.metrics.in_flight.inc()
         try:
-            decision = await decide(snapshot.router, call)
+            decision = await decide(snapshot.router, call, "curl")
         finally:
             self.metrics.in_flight.dec()
         total_ms = self.elapsed_ms(call)
