@@ -20,6 +20,7 @@ from icm.store import Store, StoreError
 DEFAULT_CONFIG = "icm.toml"
 MAP_WAIT_S = 3.0  # how long `icm lookup` waits for the CRMs' user maps
 CHECK_AMI_S = 3.0  # how long `icm check-config` tries AMI for its device check
+EXIT_GRACE_S = 2.0  # after a failed start-up, how long the interpreter may take to exit
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -99,16 +100,32 @@ def _config(
 
 def _run(args: argparse.Namespace) -> int:
     from icm import logs
-    from icm.daemon import Daemon
+    from icm.daemon import Daemon, StartError
 
     config = _config(args)
     logs.setup(config.log)
     try:
         asyncio.run(Daemon(config, environ=os.environ).run())
-    except OSError as exc:
+    except (OSError, StartError, StoreError) as exc:
         logging.getLogger("icm").error("cannot start: %s", exc)
+        _exit_soon(1)
         return 1
     return 0
+
+
+def _exit_soon(code: int) -> None:
+    """Make sure the process ends: a thread left behind by a part that failed to start
+    (a database connection, a resolver) must not keep a daemon that serves nothing alive,
+    holding its ports, where a supervisor would take it for running."""
+    import threading
+
+    def hard_exit() -> None:
+        logging.shutdown()
+        os._exit(code)
+
+    timer = threading.Timer(EXIT_GRACE_S, hard_exit)
+    timer.daemon = True
+    timer.start()
 
 
 def _check(args: argparse.Namespace) -> int:

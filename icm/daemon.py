@@ -58,6 +58,11 @@ MAINTENANCE_S = 300.0  # how often stale calls are swept and old learned binding
 HEALTH_S = 2.0  # how often the store is checked
 # Sections a reload cannot change in a running daemon (they need a restart).
 RESTART_ONLY = ("ami", "store", "http", "agi")
+ABORT_S = 3.0  # how long a failed start-up waits for the parts already started to stop
+
+
+class StartError(Exception):
+    """A part could not start (a port in use, an address not local): one line naming it."""
 
 
 def freeze_startup_heap() -> None:
@@ -156,7 +161,10 @@ class Daemon:
         try:
             await self._start_parts()
         except BaseException:
-            await self._stack.aclose()
+            # A part that hangs while stopping must not keep a half-started daemon alive.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(ABORT_S):
+                    await self._stack.aclose()
             raise
         freeze_startup_heap()
 
@@ -172,11 +180,11 @@ class Daemon:
             self.learner.start()
             stack.push_async_callback(_carry_on, "the learner", self.learner.close)
         if self.config.http.enabled:
-            await self.http.start()
+            await _listen("http", self.config.http.listen, self.http.start)
             stack.push_async_callback(_carry_on, "HTTP", self.http.stop)
             log.info("HTTP: /metrics /healthz /readyz /route on %s", self.config.http.listen)
         if self.config.agi.enabled:
-            await self.agi.start()
+            await _listen("agi", self.config.agi.listen, self.agi.start)
             log.info("FastAGI: agi://%s/route", self.config.agi.listen)
         stack.push_async_callback(_carry_on, "FastAGI", self.agi.stop, 0.0)
         tasks = [
@@ -377,6 +385,14 @@ def _reachable(listen: str, bound_port: int) -> str:
     host = "127.0.0.1" if host in ("0.0.0.0", "") else host
     host = f"[{host}]" if ":" in host else host
     return f"{host}:{bound_port or port}"
+
+
+async def _listen(section: str, listen: str, start: Callable[[], Awaitable[None]]) -> None:
+    """Start a server; a port in use (or any socket error) is one line naming the key."""
+    try:
+        await start()
+    except OSError as exc:
+        raise StartError(f"[{section}] listen = {listen!r}: {exc.strerror or exc}") from None
 
 
 def _ignore(uniqueid: str, conversations: list[object]) -> None:
