@@ -28,7 +28,7 @@ from icm.config_errors import ConfigError, format_errors, printable
 from icm.numbers import NumberError, Numbers
 from icm.secrets import SecretRef, WithSecrets, read_secrets
 from icm.sources import SourceSettings, installed_sources
-from icm.store import Store, open_store
+from icm.store import Store, is_shared, open_store
 
 EXTENSION = re.compile(r"^\d{1,10}\Z")  # \Z: "$" would let "101\n" through
 EXTENSION_RANGE = re.compile(r"^(\d{1,10})-(\d{1,10})\Z")
@@ -49,6 +49,8 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 _HOST_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
 _HOSTNAME = re.compile(rf"{_HOST_LABEL}(?:\.{_HOST_LABEL})*\.?")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_KERNEL_FILE_SYSTEMS = ("proc", "sys", "dev")
+MAX_CONFIG_BYTES = 1024 * 1024  # a configuration file is a few KiB
 
 
 def _known_source(name: str) -> str:
@@ -306,9 +308,17 @@ def load(
     path = Path(path)
     name = str(path)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        with path.open("rb") as file:  # bounded: -c /dev/zero must not fill the memory
+            data = file.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                [f"{name}: larger than {MAX_CONFIG_BYTES // 1024} KiB (expected a TOML file)"]
+            )
+        raw = tomllib.loads(data.decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError([f"{name}: file not found"]) from None
+    except IsADirectoryError:
+        raise ConfigError([f"{name}: is a directory (expected a TOML file)"]) from None
     except OSError as exc:
         raise ConfigError([f"{name}: cannot read: {exc.strerror}"]) from None
     except UnicodeDecodeError:
@@ -317,7 +327,7 @@ def load(
         raise ConfigError([f"{name}: not valid TOML: {exc}"]) from None
     except RecursionError:
         raise ConfigError([f"{name}: not valid TOML: nested too deeply"]) from None
-    return from_dict(
+    config = from_dict(
         raw,
         name,
         environ or {},
@@ -325,6 +335,15 @@ def load(
         source_secrets=source_secrets,
         path=path,
     )
+    if not config.managers and not config.routing.extensions:
+        # An empty (or truncated) file would otherwise route every call to nobody.
+        raise ConfigError(
+            [
+                f"{name}: nobody to route to: no [managers.<ext>] section and no "
+                "routing.extensions (expected at least one manager's extension)"
+            ]
+        )
+    return config
 
 
 def from_dict(
@@ -357,6 +376,7 @@ def from_dict(
         raise ConfigError(errors)
     config = config.model_copy(update={"sources": sources})
     _check_numbers(config, name, errors)
+    _check_store_path(config.store.url, name, errors)
     _check_manager_ids(config, name, errors)
     config = _with_secrets(config, name, environ, errors, ami=ami_secret, sources=source_secrets)
     if errors:
@@ -401,6 +421,30 @@ def _check_numbers(config: Config, name: str, errors: list[str]) -> None:
             _check_number(numbers, item, f"{name}: routing.exceptions[{i}]", errors)
     if routing.default_number and not EXTENSION.match(routing.default_number):
         _check_number(numbers, routing.default_number, f"{name}: routing.default_number", errors)
+
+
+def _check_store_path(url: str, name: str, errors: list[str]) -> None:
+    """A SQLite path must be able to hold a database file: not a directory, not a device,
+    not in a kernel file system."""
+    if is_shared(url):
+        return
+    path = Path(url.removeprefix("sqlite://"))
+    try:
+        resolved = path.resolve()
+        exists, regular = resolved.exists(), resolved.is_file()
+    except (OSError, RuntimeError, ValueError):
+        exists, regular, resolved = False, False, path
+    if resolved.parts[1:2] and resolved.parts[1] in _KERNEL_FILE_SYSTEMS:
+        errors.append(
+            f"{name}: store.url: {url!r} is in /{resolved.parts[1]} (expected a database "
+            "file path, e.g. /var/lib/icm/icm.db)"
+        )
+    elif exists and not regular:
+        what = "a directory" if resolved.is_dir() else "not a regular file"
+        errors.append(
+            f"{name}: store.url: {url!r} is {what} (expected a database file path, "
+            "e.g. /var/lib/icm/icm.db)"
+        )
 
 
 def _check_number(numbers: Numbers, value: str, where: str, errors: list[str]) -> None:
