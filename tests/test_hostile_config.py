@@ -281,7 +281,9 @@ def check_config(path: str | Path, timeout: float = 30) -> subprocess.CompletedP
     )
 
 
-@pytest.mark.parametrize("text", ["", "\n", "[ami]\nport = 5038\n", '[routing]\narea_code = "495"\n'])
+@pytest.mark.parametrize(
+    "text", ["", "\n", "[ami]\nport = 5038\n", '[routing]\narea_code = "495"\n']
+)
 def test_a_file_with_nobody_to_route_to_is_refused_with_one_line(tmp_path, text):
     path = tmp_path / "icm.toml"
     path.write_text(text, encoding="utf-8")
