@@ -9,7 +9,7 @@ import phonenumbers
 
 from icm.numbers import Numbers, Skip
 
-_LETTERS = re.compile(r"[^\d\s()+.\-/]")
+_LETTERS = re.compile(r"[^0-9\s()+.\-/]", re.ASCII)
 
 
 def variants(numbers: Numbers, e164: str) -> list[str]:

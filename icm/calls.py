@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from icm.ami.frames import Message
 
-_DIGITS = re.compile(r"\+?\d{5,}")
+_DIGITS = re.compile(r"\+?[0-9]{5,}")
 MAX_TRACKED = 20_000  # channels followed at once; beyond that new ones are ignored
 
 

@@ -25,13 +25,13 @@ from pydantic import (
 )
 
 from icm.config_errors import ConfigError, format_errors, printable
-from icm.numbers import NumberError, Numbers
+from icm.numbers import NumberError, Numbers, is_digits
 from icm.secrets import SecretRef, WithSecrets, read_secrets
 from icm.sources import SourceSettings, installed_sources
 from icm.store import Store, is_shared, open_store
 
-EXTENSION = re.compile(r"^\d{1,10}\Z")  # \Z: "$" would let "101\n" through
-EXTENSION_RANGE = re.compile(r"^(\d{1,10})-(\d{1,10})\Z")
+EXTENSION = re.compile(r"^[0-9]{1,10}\Z")  # \Z: "$" would let "101\n" through
+EXTENSION_RANGE = re.compile(r"^([0-9]{1,10})-([0-9]{1,10})\Z")
 # Dial strings end up inside Dial(...): no argument separators, quotes or substitutions.
 _DIAL_TEMPLATE = re.compile(r"^[A-Za-z0-9/_@.:+#*{}\-]+$")
 _STORE_SCHEMES = ("sqlite", "redis", "rediss", "unix", "redis+sentinel")
@@ -111,7 +111,7 @@ class RoutingSettings(_Section):
     """``[routing]``: the reference product's settings, the budget and the sources' order."""
 
     country: str = Field(default="RU", pattern=r"^[A-Za-z]{2}$")
-    area_code: str = Field(default="", pattern=r"^\d{0,5}$")
+    area_code: str = Field(default="", pattern=r"^[0-9]{0,5}$")
     sources: list[SourceName] = ["icmdb"]
     exceptions: list[str] = []
     ring_mobiles: bool = False
@@ -279,7 +279,7 @@ def split_host_port(listen: str) -> tuple[str, int]:
     """``"127.0.0.1:9180"`` or ``"[::1]:9180"`` as (host, port); ValueError if malformed."""
     host, sep, port = listen.rpartition(":")
     host = host.strip("[]")
-    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+    if not sep or not is_digits(port) or not 0 <= int(port) < 65536:
         raise ValueError(f"{listen!r} is not host:port (expected e.g. '127.0.0.1:9180')")
     if host not in ("localhost", ""):
         try:

@@ -24,6 +24,7 @@ from icm.config import AgiSettings, split_host_port
 from icm.entries.base import Entry, decide, record
 from icm.logs import Throttled
 from icm.metrics import Metrics
+from icm.numbers import is_digits
 from icm.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ class AgiEntry(Entry):
             return
         script = env.get("agi_network_script", "")
         token = env.get("agi_arg_1", "")
-        if script != "route" or not (token.isdigit() and len(token) <= 64) or not self.accepting:
+        if script != "route" or not (is_digits(token) and len(token) <= 64) or not self.accepting:
             self.metrics.answers_dropped.labels("malformed" if self.accepting else "stopping").inc()
             self._bad.warning("AGI: ignored a request for %r without a valid token", script[:40])
             return
