@@ -13,7 +13,7 @@ from icm.config import ConfigError, from_dict, split_host_port
 from icm.numbers import Numbers, Skip, is_digits
 
 CLIENT = "+79161234567"
-FULL_WIDTH_ONE = "\uff11"  # "１"
+FULL_WIDTH_ONE = "\uff11"  # FULLWIDTH DIGIT ONE
 ARABIC_INDIC = "\u0668\u0669\u0661\u0666\u0661\u0662\u0663\u0664\u0665\u0666\u0667"  # 89161234567
 
 
