@@ -15,11 +15,14 @@ from typing import Any
 
 from icm import __version__
 from icm.config import Config, ConfigError, load
+from icm.numbers import is_digits
+from icm.safetext import escaped, shown
 from icm.store import Store, StoreError
 
 DEFAULT_CONFIG = "icm.toml"
 MAP_WAIT_S = 3.0  # how long `icm lookup` waits for the CRMs' user maps
 CHECK_AMI_S = 3.0  # how long `icm check-config` tries AMI for its device check
+MAX_LIMIT = 100_000  # rows `icm bindings` lists at most
 EXIT_GRACE_S = 2.0  # after a failed start-up, how long the interpreter may take to exit
 
 
@@ -76,7 +79,12 @@ def _parser() -> argparse.ArgumentParser:
     unbind.add_argument("number")
     bindings = command("bindings", _bindings, "list pinned (or learned) bindings")
     bindings.add_argument("--learned", action="store_true", help="learned ones instead")
-    bindings.add_argument("--limit", type=int, default=1000)
+    bindings.add_argument(
+        "--limit",
+        type=_limit,
+        default=1000,
+        help=f"at most this many, newest first (1 to {MAX_LIMIT}; default 1000)",
+    )
     bindings.add_argument("--json", action="store_true")
     forget = command("forget", _forget, "forget what was learned about NUMBER")
     forget.add_argument("number")
@@ -90,6 +98,13 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--once", action="store_true", help="exit after the sample calls")
     demo.set_defaults(run=_demo)
     return parser
+
+
+def _limit(text: str) -> int:
+    """``--limit``: a count of rows, 1 to MAX_LIMIT, in ASCII digits."""
+    if not is_digits(text) or len(text) > 7 or not 1 <= int(text) <= MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"{shown(text)!r} is not a number from 1 to {MAX_LIMIT}")
+    return int(text)
 
 
 def _config(
@@ -217,8 +232,12 @@ def _lookup(args: argparse.Namespace) -> int:
 
     config = _config(args, ami_secret=False)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if _number(config, args.number) is None:  # the same answer as bind, unbind, forget
+        return 2
 
     async def lookup(store: Store) -> int:
+        if "icmdb" in config.routing.sources:
+            await store.ping()  # down: an error, not "no source knows"
         # The daemon's own routing, with presence unknown (no AMI here).
         snapshot = Snapshot.build(config, store, Metrics(), lambda ext: Presence.UNKNOWN)
         await snapshot.start()
@@ -245,12 +264,12 @@ def _lookup(args: argparse.Namespace) -> int:
         if decision.manager:
             name = f" ({decision.manager_name})" if decision.manager_name else ""
             print(f"  manager {decision.manager}{name}, from {decision.source}")
-        print(f"  reason: {decision.reason} (presence is not checked offline)")
+        print(f"  reason: {escaped(decision.reason)} (presence is not checked offline)")
         if args.explain:
             print(f"  sources asked in order, {decision.lookup_ms:.1f} ms in all:")
             for i, step in enumerate(decision.steps, 1):
                 print(
-                    f"  {i}. {step.source:<10} {step.outcome:<10} {step.ms:7.1f} ms  {step.detail}"
+                    f"  {i}. {step.source:<10} {step.outcome:<10} {step.ms:7.1f} ms  {escaped(step.detail)}"
                 )
             if not decision.steps:
                 print("  (none: the number was settled before asking)")
@@ -321,8 +340,8 @@ def _bindings(args: argparse.Namespace) -> int:
             return 0
         for row in rows:
             when = datetime.fromtimestamp(row.at, UTC).strftime("%Y-%m-%d %H:%M")
-            note = f"  {row.note}" if row.note else ""
-            print(f"{row.number:<16} {row.target:<16} {when}{note}")
+            note = f"  {escaped(row.note)}" if row.note else ""
+            print(f"{escaped(row.number):<16} {escaped(row.target):<16} {when}{note}")
         if not rows:
             print("(none)", file=sys.stderr)
         return 0
@@ -366,7 +385,7 @@ def _number(config: Config, raw: str) -> str | None:
 
     number = config.numbers().normalise(raw)
     if isinstance(number, Skip):
-        print(f"icm: {raw!r} is not a phone number ({number.reason})", file=sys.stderr)
+        print(f"icm: {shown(repr(raw))} is not a phone number ({number.reason})", file=sys.stderr)
         return None
     return number
 
