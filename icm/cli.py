@@ -268,9 +268,8 @@ def _lookup(args: argparse.Namespace) -> int:
         if args.explain:
             print(f"  sources asked in order, {decision.lookup_ms:.1f} ms in all:")
             for i, step in enumerate(decision.steps, 1):
-                print(
-                    f"  {i}. {step.source:<10} {step.outcome:<10} {step.ms:7.1f} ms  {escaped(step.detail)}"
-                )
+                detail = escaped(step.detail)
+                print(f"  {i}. {step.source:<10} {step.outcome:<10} {step.ms:7.1f} ms  {detail}")
             if not decision.steps:
                 print("  (none: the number was settled before asking)")
         return 0
