@@ -115,10 +115,12 @@ def _config(
 
 def _run(args: argparse.Namespace) -> int:
     from icm import logs
+    from icm.connections import raise_fd_limit
     from icm.daemon import Daemon, StartError
 
     config = _config(args)
     logs.setup(config.log)
+    raise_fd_limit()
     try:
         asyncio.run(Daemon(config, environ=os.environ).run())
     except (OSError, StartError, StoreError) as exc:

@@ -40,6 +40,7 @@ from icm.ami.frames import Message
 from icm.calls import CallTracker
 from icm.cluster import Claims
 from icm.config import Config, ConfigError, load, split_host_port
+from icm.connections import ConnectionBudget, quiet_out_of_fds
 from icm.dialing import technology_warnings
 from icm.entries.agi import AgiEntry
 from icm.entries.ami import AmiEntry
@@ -104,7 +105,9 @@ class Daemon:
         claim = self.claims.route if self.claims else None
         self.entry = AmiEntry(self.ami, current, metrics=self.metrics, claim=claim)
         self.http_entry = HttpEntry(current, metrics=self.metrics)
-        self.agi = AgiEntry(config.agi, current, metrics=self.metrics)
+        # HTTP and AGI connections share what the descriptor limit leaves beside AMI.
+        self.connections = ConnectionBudget()
+        self.agi = AgiEntry(config.agi, current, metrics=self.metrics, budget=self.connections)
         self.learner: Learner | None = None
         icmdb = config.source_settings("icmdb")
         if isinstance(icmdb, LearnSettings) and icmdb.learn:
@@ -120,7 +123,7 @@ class Daemon:
             lambda channel: self.snapshot.dial.extension_of_channel(channel),
             self.learner.on_finished if self.learner is not None else _ignore,
         )
-        self.http = HttpServer(config.http, self.metrics, self.readiness)
+        self.http = HttpServer(config.http, self.metrics, self.readiness, budget=self.connections)
         self.http.app.router.add_get("/route", self.http_entry.route)
         self.http.app.router.add_post("/-/reload", self._reload_over_http)
         self._handlers: dict[str, list[Callable[[Message], None]]] = {
@@ -217,6 +220,7 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        quiet_out_of_fds(loop)
         await self.start()
         try:
             await stop.wait()

@@ -12,6 +12,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from icm.config import HttpSettings, split_host_port
+from icm.connections import HTTP_IDLE_S, ConnectionBudget, GatedSite
 from icm.logs import Throttled
 from icm.metrics import Metrics
 from icm.safetext import shown
@@ -27,8 +28,16 @@ class HttpServer:
     :param readiness: returns the readiness report; ``ready`` (bool) decides the
     status code (200 or 503)."""
 
-    def __init__(self, settings: HttpSettings, metrics: Metrics, readiness: Readiness) -> None:
+    def __init__(
+        self,
+        settings: HttpSettings,
+        metrics: Metrics,
+        readiness: Readiness,
+        *,
+        budget: ConnectionBudget | None = None,
+    ) -> None:
         self.settings = settings
+        self.budget = budget or ConnectionBudget()
         self.metrics = metrics
         self.readiness = readiness
         self.app = web.Application()
@@ -41,10 +50,14 @@ class HttpServer:
     async def start(self) -> None:
         host, port = split_host_port(self.settings.listen)
         self._runner = web.AppRunner(
-            self.app, access_log=None, handle_signals=False, logger=_server_log()
+            self.app,
+            access_log=None,
+            handle_signals=False,
+            logger=_server_log(),
+            keepalive_timeout=HTTP_IDLE_S,
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
+        site = GatedSite(self._runner, host, port, self.budget)
         await site.start()
         server = site._server  # aiohttp exposes the bound port only here
         sockets = getattr(server, "sockets", None) or []
