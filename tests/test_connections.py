@@ -24,6 +24,16 @@ def low_fd_limit() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))
 
 
+def start_with_low_fd_limit(daemon: DaemonProcess) -> None:
+    daemon.process = subprocess.Popen(
+        [sys.executable, "-m", "icm", "run", "-c", str(daemon.config)],
+        env={**os.environ, "ICM_AMI_SECRET": TEST_SECRET},
+        stdout=daemon.log.open("wb"),
+        stderr=subprocess.STDOUT,
+        preexec_fn=low_fd_limit,
+    )
+
+
 def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
@@ -63,13 +73,7 @@ async def test_half_sent_requests_cannot_exhaust_descriptors(pbx, tmp_path):
         str(tmp_path / "icm.db"),
         f'[agi]\nenabled = true\nlisten = "127.0.0.1:{agi_port}"',
     )
-    daemon.process = subprocess.Popen(
-        [sys.executable, "-m", "icm", "run", "-c", str(daemon.config)],
-        env={**os.environ, "ICM_AMI_SECRET": TEST_SECRET},
-        stdout=daemon.log.open("wb"),
-        stderr=subprocess.STDOUT,
-        preexec_fn=low_fd_limit,
-    )
+    start_with_low_fd_limit(daemon)
     held: list[socket.socket] = []
     try:
         await pbx.ami.wait_login(1, timeout=20)
