@@ -20,6 +20,7 @@ import asyncio
 import errno
 import logging
 import resource
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -64,6 +65,20 @@ class ConnectionBudget:
         self.open = 0
         self.refused = 0
         self._log = Throttled(log)
+        # When each HTTP connection was accepted, until its first request is read: a
+        # request waits in the loop's queue before its handler runs, and that counts
+        # against the caller's budget too.
+        self._accepted: weakref.WeakKeyDictionary[object, float] = weakref.WeakKeyDictionary()
+
+    def accepted(self, transport: object, at: float) -> None:
+        self._accepted[transport] = at
+
+    def first_seen(self, transport: object | None, now: float) -> float:
+        """When the request on ``transport`` arrived: its connection's accept time for the
+        first request on it, ``now`` for the next ones (keep-alive)."""
+        if transport is None:
+            return now
+        return min(now, self._accepted.pop(transport, now))
 
     def take(self, entry: str) -> bool:
         """One more connection, if the budget allows it."""
@@ -97,6 +112,7 @@ class _Guarded(asyncio.Protocol):
             return
         self._counted = True
         loop = asyncio.get_running_loop()
+        self._budget.accepted(transport, loop.time())
         self._timer = loop.call_later(self._lifetime, transport.abort)  # type: ignore[attr-defined]
         self._handler.connection_made(transport)
 

@@ -104,9 +104,9 @@ class Daemon:
         current = self._current
         claim = self.claims.route if self.claims else None
         self.entry = AmiEntry(self.ami, current, metrics=self.metrics, claim=claim)
-        self.http_entry = HttpEntry(current, metrics=self.metrics)
-        # HTTP and AGI connections share what the descriptor limit leaves beside AMI.
         self.connections = ConnectionBudget()
+        self.http_entry = HttpEntry(current, metrics=self.metrics, connections=self.connections)
+        # HTTP and AGI connections share what the descriptor limit leaves beside AMI.
         self.agi = AgiEntry(config.agi, current, metrics=self.metrics, budget=self.connections)
         self.learner: Learner | None = None
         icmdb = config.source_settings("icmdb")
