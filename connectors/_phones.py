@@ -9,9 +9,9 @@ import phonenumbers
 
 from icm.numbers import Numbers, Skip
 
-_LETTERS = re.compile(r"[^\d\s()+.\-/]")
+_LETTERS = re.compile(r"[^0-9\s()+.\-/]", re.ASCII)
 # A number written inside free text: digits with the separators people type.
-_WRITTEN = re.compile(r"\+?\d[\d\s().\-/]{3,}\d")
+_WRITTEN = re.compile(r"\+?[0-9][0-9\s().\-/]{3,}[0-9]", re.ASCII)
 
 
 def variants(numbers: Numbers, e164: str) -> list[str]:

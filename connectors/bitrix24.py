@@ -54,7 +54,7 @@ from icm.sources import (
 )
 
 Entity = Literal["contact", "company", "lead"]
-_WEBHOOK = re.compile(r"^https?://[^/\s]+(/[^\s]*)?/rest/\d+/[A-Za-z0-9_]+/?$")
+_WEBHOOK = re.compile(r"^https?://[^/\s]+(/[^\s]*)?/rest/[0-9]+/[A-Za-z0-9_]+/?$")
 _CODE = re.compile(r"^[A-Za-z0-9_.]{1,64}$")
 _SEARCH = "telephony.externalCall.searchCrmEntities"
 _CLOSED_DAY = frozenset({"CLOSED", "PAUSED", "EXPIRED"})

@@ -36,6 +36,7 @@ from connectors._http_client import HttpSourceSettings, Reply, http_address
 from connectors._phones import same_number, search_digits
 from connectors._users import CrmUser
 from icm.model import Answer
+from icm.numbers import is_digits
 from icm.secrets import SecretRef
 from icm.sources import (
     SourceAuthError,
@@ -167,7 +168,7 @@ class MegaplanSource(CrmSource[MegaplanSettings]):
     async def _card(self, reduced: dict[str, Any]) -> Record | None:
         kind = _TYPES[str(reduced["contentType"])]
         ident = str(reduced.get("id") or "")
-        if not ident.isdigit():
+        if not is_digits(ident):
             return None
         card = await self._get(f"api/v3/{_PATHS[kind]}/{ident}", None)
         if not isinstance(card, dict):

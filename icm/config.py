@@ -25,13 +25,13 @@ from pydantic import (
 )
 
 from icm.config_errors import ConfigError, format_errors, printable
-from icm.numbers import NumberError, Numbers
+from icm.numbers import NumberError, Numbers, is_digits
 from icm.secrets import SecretRef, WithSecrets, read_secrets
 from icm.sources import SourceSettings, installed_sources
-from icm.store import Store, open_store
+from icm.store import Store, is_shared, open_store
 
-EXTENSION = re.compile(r"^\d{1,10}\Z")  # \Z: "$" would let "101\n" through
-EXTENSION_RANGE = re.compile(r"^(\d{1,10})-(\d{1,10})\Z")
+EXTENSION = re.compile(r"^[0-9]{1,10}\Z")  # \Z: "$" would let "101\n" through
+EXTENSION_RANGE = re.compile(r"^([0-9]{1,10})-([0-9]{1,10})\Z")
 # Dial strings end up inside Dial(...): no argument separators, quotes or substitutions.
 _DIAL_TEMPLATE = re.compile(r"^[A-Za-z0-9/_@.:+#*{}\-]+$")
 _STORE_SCHEMES = ("sqlite", "redis", "rediss", "unix", "redis+sentinel")
@@ -49,6 +49,8 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 _HOST_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
 _HOSTNAME = re.compile(rf"{_HOST_LABEL}(?:\.{_HOST_LABEL})*\.?")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_KERNEL_FILE_SYSTEMS = ("proc", "sys", "dev")
+MAX_CONFIG_BYTES = 1024 * 1024  # a configuration file is a few KiB
 
 
 def _known_source(name: str) -> str:
@@ -109,7 +111,7 @@ class RoutingSettings(_Section):
     """``[routing]``: the reference product's settings, the budget and the sources' order."""
 
     country: str = Field(default="RU", pattern=r"^[A-Za-z]{2}$")
-    area_code: str = Field(default="", pattern=r"^\d{0,5}$")
+    area_code: str = Field(default="", pattern=r"^[0-9]{0,5}$")
     sources: list[SourceName] = ["icmdb"]
     exceptions: list[str] = []
     ring_mobiles: bool = False
@@ -277,7 +279,7 @@ def split_host_port(listen: str) -> tuple[str, int]:
     """``"127.0.0.1:9180"`` or ``"[::1]:9180"`` as (host, port); ValueError if malformed."""
     host, sep, port = listen.rpartition(":")
     host = host.strip("[]")
-    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+    if not sep or not is_digits(port) or not 0 <= int(port) < 65536:
         raise ValueError(f"{listen!r} is not host:port (expected e.g. '127.0.0.1:9180')")
     if host not in ("localhost", ""):
         try:
@@ -306,9 +308,17 @@ def load(
     path = Path(path)
     name = str(path)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        with path.open("rb") as file:  # bounded: -c /dev/zero must not fill the memory
+            data = file.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                [f"{name}: larger than {MAX_CONFIG_BYTES // 1024} KiB (expected a TOML file)"]
+            )
+        raw = tomllib.loads(data.decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError([f"{name}: file not found"]) from None
+    except IsADirectoryError:
+        raise ConfigError([f"{name}: is a directory (expected a TOML file)"]) from None
     except OSError as exc:
         raise ConfigError([f"{name}: cannot read: {exc.strerror}"]) from None
     except UnicodeDecodeError:
@@ -317,7 +327,7 @@ def load(
         raise ConfigError([f"{name}: not valid TOML: {exc}"]) from None
     except RecursionError:
         raise ConfigError([f"{name}: not valid TOML: nested too deeply"]) from None
-    return from_dict(
+    config = from_dict(
         raw,
         name,
         environ or {},
@@ -325,6 +335,15 @@ def load(
         source_secrets=source_secrets,
         path=path,
     )
+    if not config.managers and not config.routing.extensions:
+        # An empty (or truncated) file would otherwise route every call to nobody.
+        raise ConfigError(
+            [
+                f"{name}: nobody to route to: no [managers.<ext>] section and no "
+                "routing.extensions (expected at least one manager's extension)"
+            ]
+        )
+    return config
 
 
 def from_dict(
@@ -357,6 +376,7 @@ def from_dict(
         raise ConfigError(errors)
     config = config.model_copy(update={"sources": sources})
     _check_numbers(config, name, errors)
+    _check_store_path(config.store.url, name, errors)
     _check_manager_ids(config, name, errors)
     config = _with_secrets(config, name, environ, errors, ami=ami_secret, sources=source_secrets)
     if errors:
@@ -401,6 +421,30 @@ def _check_numbers(config: Config, name: str, errors: list[str]) -> None:
             _check_number(numbers, item, f"{name}: routing.exceptions[{i}]", errors)
     if routing.default_number and not EXTENSION.match(routing.default_number):
         _check_number(numbers, routing.default_number, f"{name}: routing.default_number", errors)
+
+
+def _check_store_path(url: str, name: str, errors: list[str]) -> None:
+    """A SQLite path must be able to hold a database file: not a directory, not a device,
+    not in a kernel file system."""
+    if is_shared(url):
+        return
+    path = Path(url.removeprefix("sqlite://"))
+    try:
+        resolved = path.resolve()
+        exists, regular = resolved.exists(), resolved.is_file()
+    except (OSError, RuntimeError, ValueError):
+        exists, regular, resolved = False, False, path
+    if resolved.parts[1:2] and resolved.parts[1] in _KERNEL_FILE_SYSTEMS:
+        errors.append(
+            f"{name}: store.url: {url!r} is in /{resolved.parts[1]} (expected a database "
+            "file path, e.g. /var/lib/icm/icm.db)"
+        )
+    elif exists and not regular:
+        what = "a directory" if resolved.is_dir() else "not a regular file"
+        errors.append(
+            f"{name}: store.url: {url!r} is {what} (expected a database file path, "
+            "e.g. /var/lib/icm/icm.db)"
+        )
 
 
 def _check_number(numbers: Numbers, value: str, where: str, errors: list[str]) -> None:

@@ -43,6 +43,7 @@ from icm.ami.frames import Message
 from icm.calls import CallTracker
 from icm.cluster import Claims
 from icm.config import Config, ConfigError, load, split_host_port
+from icm.connections import ConnectionBudget, quiet_out_of_fds
 from icm.dialing import technology_warnings
 from icm.entries.agi import AgiEntry
 from icm.entries.ami import AmiEntry
@@ -61,6 +62,11 @@ MAINTENANCE_S = 300.0  # how often stale calls are swept and old learned binding
 HEALTH_S = 2.0  # how often the store is checked
 # Sections a reload cannot change in a running daemon (they need a restart).
 RESTART_ONLY = ("ami", "store", "http", "agi")
+ABORT_S = 3.0  # how long a failed start-up waits for the parts already started to stop
+
+
+class StartError(Exception):
+    """A part could not start (a port in use, an address not local): one line naming it."""
 
 
 def freeze_startup_heap() -> None:
@@ -101,8 +107,10 @@ class Daemon:
         current = self._current
         claim = self.claims.route if self.claims else None
         self.entry = AmiEntry(self.ami, current, metrics=self.metrics, claim=claim)
-        self.http_entry = HttpEntry(current, metrics=self.metrics)
-        self.agi = AgiEntry(config.agi, current, metrics=self.metrics)
+        self.connections = ConnectionBudget()
+        self.http_entry = HttpEntry(current, metrics=self.metrics, connections=self.connections)
+        # HTTP and AGI connections share what the descriptor limit leaves beside AMI.
+        self.agi = AgiEntry(config.agi, current, metrics=self.metrics, budget=self.connections)
         self.learner: Learner | None = None
         icmdb = config.source_settings("icmdb")
         if isinstance(icmdb, LearnSettings) and icmdb.learn:
@@ -118,7 +126,7 @@ class Daemon:
             lambda channel: self.snapshot.dial.extension_of_channel(channel),
             self.learner.on_finished if self.learner is not None else _ignore,
         )
-        self.http = HttpServer(config.http, self.metrics, self.readiness)
+        self.http = HttpServer(config.http, self.metrics, self.readiness, budget=self.connections)
         self.http.app.router.add_get("/route", self.http_entry.route)
         self.http.app.router.add_post("/-/reload", self._reload_over_http)
         self._handlers: dict[str, list[Callable[[Message], None]]] = {
@@ -159,7 +167,10 @@ class Daemon:
         try:
             await self._start_parts()
         except BaseException:
-            await self._stack.aclose()
+            # A part that hangs while stopping must not keep a half-started daemon alive.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(ABORT_S):
+                    await self._stack.aclose()
             raise
         freeze_startup_heap()
 
@@ -175,11 +186,11 @@ class Daemon:
             self.learner.start()
             stack.push_async_callback(_carry_on, "the learner", self.learner.close)
         if self.config.http.enabled:
-            await self.http.start()
+            await _listen("http", self.config.http.listen, self.http.start)
             stack.push_async_callback(_carry_on, "HTTP", self.http.stop)
             log.info("HTTP: /metrics /healthz /readyz /route on %s", self.config.http.listen)
         if self.config.agi.enabled:
-            await self.agi.start()
+            await _listen("agi", self.config.agi.listen, self.agi.start)
             log.info("FastAGI: agi://%s/route", self.config.agi.listen)
         stack.push_async_callback(_carry_on, "FastAGI", self.agi.stop, 0.0)
         tasks = [
@@ -212,6 +223,7 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        quiet_out_of_fds(loop)
         await self.start()
         try:
             await stop.wait()
@@ -380,6 +392,14 @@ def _reachable(listen: str, bound_port: int) -> str:
     host = "127.0.0.1" if host in ("0.0.0.0", "") else host
     host = f"[{host}]" if ":" in host else host
     return f"{host}:{bound_port or port}"
+
+
+async def _listen(section: str, listen: str, start: Callable[[], Awaitable[None]]) -> None:
+    """Start a server; a port in use (or any socket error) is one line naming the key."""
+    try:
+        await start()
+    except OSError as exc:
+        raise StartError(f"[{section}] listen = {listen!r}: {exc.strerror or exc}") from None
 
 
 def _ignore(uniqueid: str, conversations: list[object]) -> None:

@@ -4,13 +4,20 @@ alive) and ``/readyz`` (it can route calls: logged in to AMI, store open)."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from icm.config import HttpSettings, split_host_port
+from icm.connections import HTTP_IDLE_S, ConnectionBudget, GatedSite
+from icm.logs import Throttled
 from icm.metrics import Metrics
+from icm.safetext import shown
+
+log = logging.getLogger(__name__)
 
 Readiness = Callable[[], dict[str, object]]
 
@@ -21,8 +28,16 @@ class HttpServer:
     :param readiness: returns the readiness report; ``ready`` (bool) decides the
     status code (200 or 503)."""
 
-    def __init__(self, settings: HttpSettings, metrics: Metrics, readiness: Readiness) -> None:
+    def __init__(
+        self,
+        settings: HttpSettings,
+        metrics: Metrics,
+        readiness: Readiness,
+        *,
+        budget: ConnectionBudget | None = None,
+    ) -> None:
         self.settings = settings
+        self.budget = budget or ConnectionBudget()
         self.metrics = metrics
         self.readiness = readiness
         self.app = web.Application()
@@ -34,9 +49,15 @@ class HttpServer:
 
     async def start(self) -> None:
         host, port = split_host_port(self.settings.listen)
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            self.app,
+            access_log=None,
+            handle_signals=False,
+            logger=_server_log(),
+            keepalive_timeout=HTTP_IDLE_S,
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
+        site = GatedSite(self._runner, host, port, self.budget)
         await site.start()
         server = site._server  # aiohttp exposes the bound port only here
         sockets = getattr(server, "sockets", None) or []
@@ -63,3 +84,28 @@ class HttpServer:
             status=status,
             content_type="application/json",
         )
+
+
+class _BadRequests(logging.Filter):
+    """aiohttp logs a malformed or over-long request (the peer's doing, not a fault of
+    ours) as a traceback at ERROR: one throttled warning line instead."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._log = Throttled(log)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError):
+            return True
+        peer = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+        self._log.warning("HTTP: refused a bad request from %s: %s", peer, shown(exc.message))
+        return False
+
+
+def _server_log() -> logging.Logger:
+    """The logger aiohttp's server writes to, with bad requests made one line."""
+    server = logging.getLogger("icm.http.server")
+    if not any(isinstance(f, _BadRequests) for f in server.filters):
+        server.addFilter(_BadRequests())
+    return server

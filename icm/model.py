@@ -7,7 +7,7 @@ into a :class:`Decision`, and the entry that received the request delivers it.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 class Status(enum.StrEnum):
@@ -93,6 +93,13 @@ class RouteRequest:
     received: float = 0.0
     deadline: float = 0.0
     timing: Timing = Timing(1.5, 20)
+
+    def arrived(self, received: float) -> RouteRequest:
+        """The same request, arrived at ``received`` (earlier than its handler ran: it
+        waited in the loop's queue), its deadline moved with it."""
+        if received >= self.received:
+            return self
+        return replace(self, received=received, deadline=self.timing.deadline(received))
 
 
 @dataclass(frozen=True, slots=True)

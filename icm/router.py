@@ -36,6 +36,7 @@ from icm.metrics import Metrics
 from icm.model import Answer, Decision, Presence, RouteRequest, Status, Step
 from icm.numbers import Numbers, Skip
 from icm.ratelimit import asking
+from icm.safetext import shown
 from icm.sources import Source, SourceError, SourceSettings, SourceSkipped, SourceTimeout
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,9 @@ class Router:
         started = time.perf_counter()
         number = self.numbers.normalise(request.number)
         if isinstance(number, Skip):
-            return Decision(Status.ANONYMOUS, reason=f"{number.reason}: {request.number!r}")
+            return Decision(
+                Status.ANONYMOUS, reason=f"{number.reason}: {shown(repr(request.number))}"
+            )
         owner = self.managers.owner_of_mobile(number)
         if owner is not None:
             return Decision(

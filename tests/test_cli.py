@@ -88,8 +88,12 @@ def test_lookup_explain_and_json(config, capsys, tmp_path):
     assert decision["status"] == "NOTFOUND" and decision["number"] == "+74951234567"
     assert decision["steps"][0]["source"] == "icmdb"
     assert decision["steps"][0]["outcome"] == "no-answer"
-    code, out, _ = run(capsys, "lookup", "anonymous", "--explain", "-c", config)
-    assert "ANONYMOUS" in out and "settled before asking" in out
+    # A hidden caller ID is not a number to look up: one line, as bind says it.
+    code, out, err = run(capsys, "lookup", "anonymous", "--explain", "-c", config)
+    assert (code, out) == (2, "")
+    assert err == "icm: 'anonymous' is not a phone number (hidden caller ID)\n"
+    code, out, _ = run(capsys, "lookup", "8 495 101-00-00", "--explain", "-c", config)
+    assert code == 0 and "1. icmdb" in out
 
 
 def test_forget(config, capsys, tmp_path):

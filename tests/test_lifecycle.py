@@ -201,3 +201,13 @@ def process_fixture(extra=""):
 
 pbx_process = process_fixture()
 pbx_process_json = process_fixture('[log]\nformat = "json"\n')
+
+
+async def test_a_truncated_file_is_refused_on_reload_and_the_old_settings_stay(
+    pbx, reloadable, tmp_path
+):
+    daemon, _write = reloadable
+    (tmp_path / "icm.toml").write_text("")  # SIGHUP while the file is being rewritten
+    [problem] = await daemon.reload()
+    assert problem.startswith(f"{tmp_path / 'icm.toml'}: nobody to route to")
+    assert (await pbx.call("89161234567")).dials == [("SIP/101", "ANSWER")]

@@ -22,6 +22,7 @@ from icm.entries.base import Entry, decide, record
 from icm.logs import Throttled
 from icm.metrics import Metrics
 from icm.model import Decision, RouteRequest, Status
+from icm.numbers import is_digits
 from icm.router import Router
 from icm.snapshot import Snapshot
 
@@ -84,7 +85,7 @@ class AmiEntry(Entry):
 
     def _on_route(self, message: Message) -> None:
         token, channel = message.get("icmtoken"), message.get("channel")
-        if not (token.isdigit() and len(token) <= MAX_TOKEN) or not channel:
+        if not (is_digits(token) and len(token) <= MAX_TOKEN) or not channel:
             self.metrics.answers_dropped.labels("malformed").inc()
             self._bad.warning(
                 "ignored an ICMRoute event without a valid token or channel (call %s)",

@@ -12,6 +12,7 @@ from icm.metrics import Metrics
 from icm.model import Decision, RouteRequest, Status, Step, Timing
 from icm.ratelimit import Priority, asking
 from icm.router import Router
+from icm.safetext import shown
 from icm.snapshot import Snapshot
 
 log = logging.getLogger("icm.decision")
@@ -105,8 +106,8 @@ def record(
         "%s call=%s number=%s status=%s manager=%s source=%s dial=%s lookup_ms=%.1f "
         "total_ms=%.1f steps=%s reason=%r%s",
         entry,
-        request.uniqueid or "-",
-        decision.number or request.number or "-",
+        shown(request.uniqueid or "-"),
+        shown(decision.number or request.number or "-"),
         decision.status.value,
         manager or "-",
         decision.source or "-",
@@ -117,7 +118,7 @@ def record(
         decision.reason,
         "" if delivered else " (not delivered)",
         extra={
-            "uniqueid": request.uniqueid,
+            "uniqueid": shown(request.uniqueid),
             "status": decision.status.value,
             "source": decision.source,
             "manager": decision.manager,

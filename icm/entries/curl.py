@@ -13,18 +13,45 @@ An empty ``number`` is a hidden caller ID (``ANONYMOUS``); a missing one is a 40
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable
 
 from aiohttp import web
 
+from icm.connections import ConnectionBudget
 from icm.entries.base import Entry, decide, record, reply_line
+from icm.logs import Throttled
+from icm.metrics import Metrics
 from icm.model import Decision, Status
+from icm.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 
+MAX_IN_FLIGHT = 64  # /route requests being decided at once; beyond: TIMEOUT at once
+
 
 class HttpEntry(Entry):
-    """Routing requests over HTTP (``GET /route``), answered in the response body."""
+    """Routing requests over HTTP (``GET /route``), answered in the response body.
+
+    Under a flood it answers within the budget or not at all: beyond MAX_IN_FLIGHT
+    requests being decided, a request is answered TIMEOUT at once (the scenario goes
+    on); one that waited in the queue until its budget was spent gets no answer (the
+    connection is closed: the dialplan reads that as TIMEOUT too, and an answer after
+    the budget is one nobody waits for). The AMI entry shares the loop and keeps it.
+    """
+
+    def __init__(
+        self,
+        current: Callable[[], Snapshot],
+        *,
+        metrics: Metrics,
+        connections: ConnectionBudget | None = None,
+    ) -> None:
+        super().__init__(current, metrics=metrics)
+        self.connections = connections or ConnectionBudget()
+        self.deciding = 0
+        self._shed = Throttled(log)
 
     async def route(self, request: web.Request) -> web.Response:
         try:
@@ -39,12 +66,30 @@ class HttpEntry(Entry):
         number = request.query["number"]
         if not self.accepting:
             return _empty(503, "ICM is stopping")
+        now = asyncio.get_running_loop().time()
+        received = self.connections.first_seen(request.transport, now)
         call, snapshot = self.request("", number, request.query.get("uniqueid", "")[:64])
+        call = call.arrived(received)
         self.metrics.requests.labels("http").inc()
+        if now >= call.timing.send_by(received):
+            self.metrics.answers_dropped.labels("late").inc()
+            self._shed.warning("HTTP: a /route request waited past its budget: not answered")
+            if request.transport is not None:
+                request.transport.abort()
+            return _empty(503, "waited past the budget")
+        if self.deciding >= MAX_IN_FLIGHT:
+            self._shed.warning(
+                "HTTP: %d /route requests being decided: TIMEOUT for the next ones", self.deciding
+            )
+            decision = Decision(Status.TIMEOUT, reason="too many HTTP requests at once")
+            record(decision, call, self.metrics, entry="http", total_ms=0.0, delivered=True)
+            return web.Response(text=self.reply(call, decision), content_type="text/plain")
+        self.deciding += 1
         self.metrics.in_flight.inc()
         try:
             decision = await decide(snapshot.router, call, "curl")
         finally:
+            self.deciding -= 1
             self.metrics.in_flight.dec()
         total_ms = self.elapsed_ms(call)
         record(decision, call, self.metrics, entry="http", total_ms=total_ms, delivered=True)
