@@ -267,7 +267,7 @@ class TokenKeeper:
 
     async def _lock(self) -> bool:
         try:
-            return await self.store.add(f"{self.key}:lock", self._owner, self.lock_ttl_s)
+            return await self.store.claim(f"{self.key}:lock", self._owner, self.lock_ttl_s)
         except StoreError as exc:
             raise SourceError(self.source, f"cannot lock the OAuth refresh ({exc})") from exc
 

@@ -1,5 +1,5 @@
 import sys
 
-from icm.cli import main
+from icm.launch import main
 
 sys.exit(main())

@@ -36,6 +36,7 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from icm import __version__
 from icm.ami.client import AmiActionError, AmiClient, AmiError
@@ -49,6 +50,7 @@ from icm.entries.agi import AgiEntry
 from icm.entries.ami import AmiEntry
 from icm.entries.curl import HttpEntry
 from icm.http_server import HttpServer
+from icm.launch import release_sighup
 from icm.learner import Learner, LearnSettings
 from icm.logs import Throttled
 from icm.metrics import Metrics
@@ -141,6 +143,7 @@ class Daemon:
         self._handler_log = Throttled(log)
         self._stack = contextlib.AsyncExitStack()
         self._reloading = asyncio.Lock()
+        self._reloads: set[asyncio.Task[list[str]]] = set()  # SIGHUP reloads under way
         self.store_ok = False
         self.resyncs = 0  # completed presence resynchronisations (one per login)
 
@@ -210,6 +213,7 @@ class Daemon:
         grace = self.snapshot.timing.budget_s + 0.5
         self.http_entry.accepting = False
         await asyncio.gather(self.entry.drain(grace), self.agi.stop(grace))
+        await _cancel(list(self._reloads))  # each closes the sources it replaced
         await self._stack.aclose()
         log.info("ICM stopped")
 
@@ -217,20 +221,46 @@ class Daemon:
         gc.unfreeze()  # what start-up froze may be collected again
 
     async def run(self) -> None:
-        """Start, serve until SIGTERM or SIGINT (SIGHUP reloads), stop."""
+        """Start, serve until SIGTERM or SIGINT (SIGHUP reloads), stop.
+
+        A SIGHUP that came while the process started (``icm`` holds it back from its
+        first line, see :mod:`icm.launch`) or while the daemon starts is a reload once
+        it has started."""
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
+        started = False
+        asked = False
+
+        def sighup() -> None:
+            nonlocal asked
+            if started:
+                self._reload_in_background()
+            else:
+                asked = True
+
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        loop.add_signal_handler(signal.SIGHUP, sighup)
+        release_sighup()
         quiet_out_of_fds(loop)
-        await self.start()
         try:
+            await self.start()
+            started = True
+            if asked:
+                self._reload_in_background()
             await stop.wait()
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
-            await self.stop()
+            if started:
+                await self.stop()
+
+    def _reload_in_background(self) -> None:
+        """A reload asked for by SIGHUP, as a task kept until it ends (the event loop
+        keeps only a weak reference to a task)."""
+        task = asyncio.create_task(self.reload(), name="reload")
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
 
     # -- reload ---------------------------------------------------------------------------
     async def reload(self) -> list[str]:
@@ -267,8 +297,10 @@ class Daemon:
                 with contextlib.suppress(AmiError):
                     await self._publish_wait()
         # Calls in flight may still be asking the old sources.
-        await asyncio.sleep(old.timing.budget_s)
-        await old.close()
+        try:
+            await asyncio.sleep(old.timing.budget_s)
+        finally:
+            await old.close()
         return []
 
     async def _reload_over_http(self, request: object) -> object:
@@ -414,7 +446,7 @@ async def _carry_on(what: str, stop: Callable[..., Awaitable[object]], *args: ob
         log.exception("stopping %s failed; stopping the rest", what)
 
 
-async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+async def _cancel(tasks: list[asyncio.Task[Any]]) -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)

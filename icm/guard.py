@@ -331,7 +331,7 @@ class GuardedSource:
         key = self._claim_key(number)
         while True:
             try:
-                if await self.store.add(key, self._instance, ttl_s=timeout_s):
+                if await self.store.claim(key, self._instance, ttl_s=timeout_s):
                     return False, None
                 holder = await self.store.get(key)
             except StoreError:

@@ -97,6 +97,12 @@ class Metrics:
             ["source", "result"],
             registry=registry,
         )
+        self.requests_shed = Counter(
+            "icm_requests_shed",
+            "Routing requests answered TIMEOUT at once: they waited half their budget in a"
+            " backlog before the daemon read them",
+            registry=registry,
+        )
         self.answers_dropped = Counter(
             "icm_answers_dropped",
             "Decisions not delivered (late, AMI down, caller gone)",

@@ -65,6 +65,13 @@ class Timing:
         itself, "the longest a caller waits". The daemon decides and answers inside it."""
         return round(self.budget_s, 2)
 
+    @property
+    def shed_after_s(self) -> float:
+        """A request that waited this long in a backlog before the daemon read it is
+        answered TIMEOUT at once (the call goes back to its scenario now) rather than
+        routed: half the budget."""
+        return self.budget_s / 2
+
     def send_by(self, received: float) -> float:
         """The last moment (loop time) an answer to a request received then is sent."""
         return received + self.budget_s - self.answer_margin_s

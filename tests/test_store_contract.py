@@ -82,6 +82,18 @@ async def test_concurrent_adds_have_one_winner(store):
     assert results.count(True) == 1
 
 
+async def test_claim_is_set_if_absent_or_already_ours(store):
+    assert await store.claim("claim:2", "a:1", ttl_s=0.1)
+    assert await store.claim("claim:2", "a:1", ttl_s=0.1)  # a retry of the same claim
+    assert not await store.claim("claim:2", "b:1", ttl_s=0.1)
+    assert await store.get("claim:2") == "a:1"
+    await asyncio.sleep(0.15)
+    assert await store.claim("claim:2", "b:1", ttl_s=1)
+    assert not await store.claim("claim:2", "a:1", ttl_s=1)
+    results = await asyncio.gather(*(store.claim("claim:y", str(i), ttl_s=5) for i in range(20)))
+    assert results.count(True) == 1
+
+
 async def test_incr_counts_within_a_fixed_window(store):
     assert await store.incr("rate:x", ttl_s=0.2) == 1
     assert await store.incr("rate:x", ttl_s=0.2) == 2

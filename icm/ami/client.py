@@ -6,7 +6,10 @@ What it guarantees, and why it is not panoramisk's Manager (see README, "Depende
   read go on;
 * frames are cut on bytes, so multi-byte characters split across reads survive;
 * a Ping is sent every ``keepalive_s`` and its reply awaited: a silent (half-open) link is
-  dropped after ``keepalive_timeout_s`` and reconnected;
+  dropped after ``keepalive_timeout_s`` and reconnected. Silent means no byte read for
+  that long: a daemon busy reading a backlog finds its Ping's reply queued behind the
+  events, and a link that is still delivering bytes is alive (the same holds for every
+  action's timeout);
 * reconnects back off exponentially with jitter (tenacity), and a refused login is logged
   with the user and host (never the secret) on every attempt;
 * every action is bounded by a timeout and fails at once when the link is down; nothing is
@@ -28,6 +31,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 from tenacity import wait_exponential_jitter as backoff
 
 from icm.ami.frames import BANNER_PREFIX, FrameReader, Message, render
+from icm.ami.lag import Lag
 from icm.config import AmiSettings
 from icm.logs import Throttled
 from icm.metrics import Metrics
@@ -77,6 +81,10 @@ class _Link(asyncio.Protocol):
         self.banner: asyncio.Future[str] = loop.create_future()
         self.lost: asyncio.Future[None] = loop.create_future()
         self.pending: dict[str, _Pending] = {}
+        self._loop = loop
+        # Loop time the last read was handled: the end of data_received, so that the time
+        # spent handling a large read is not counted as silence.
+        self.last_read = loop.time()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -92,6 +100,7 @@ class _Link(asyncio.Protocol):
         for message in messages:
             if not self._answer(message):
                 self.client._dispatch(message)
+        self.last_read = self._loop.time()
 
     def connection_lost(self, exc: Exception | None) -> None:
         error = AmiNotConnected("AMI connection lost")
@@ -163,6 +172,8 @@ class AmiClient:
         self._bad_log = Throttled(log)
         self._handler_log = Throttled(log)
         self.banner = ""
+        # How long events waited before they were read (Asterisk's Timestamp headers).
+        self.lag = Lag()
 
     @property
     def where(self) -> str:
@@ -237,6 +248,31 @@ class AmiClient:
         assert isinstance(result, list)
         return result
 
+    def action_now(
+        self, name: str, headers: Mapping[str, str], *, timeout: float | None = None
+    ) -> Awaitable[Message]:
+        """Write an action at once (before this function returns) and return what awaits
+        its response, as :meth:`action` raises. For answers that must not wait for the
+        event loop's next turn (a backlog being read).
+
+        :raises AmiNotConnected: not logged in (nothing was written).
+        """
+        link = self._current()
+        action_id, future = self._write(link, name, headers)
+        return self._response(link, name, action_id, future, timeout)
+
+    async def _response(
+        self,
+        link: _Link,
+        name: str,
+        action_id: str,
+        future: asyncio.Future[Message | list[Message]],
+        timeout: float | None,
+    ) -> Message:
+        result = await self._await(link, name, action_id, future, timeout)
+        assert isinstance(result, Message)
+        return result
+
     def _current(self) -> _Link:
         if self._link is None or not self.logged_in:
             raise AmiNotConnected(f"not logged in to AMI at {self.where}")
@@ -251,13 +287,33 @@ class AmiClient:
         *,
         listing: bool = False,
     ) -> Message | list[Message]:
+        action_id, future = self._write(link, name, headers, listing=listing)
+        return await self._await(link, name, action_id, future, timeout)
+
+    def _write(
+        self, link: _Link, name: str, headers: Mapping[str, str], *, listing: bool = False
+    ) -> tuple[str, asyncio.Future[Message | list[Message]]]:
         action_id = f"{self._prefix}{next(self._ids)}"
         future: asyncio.Future[Message | list[Message]] = asyncio.get_running_loop().create_future()
         link.pending[action_id] = _Pending(future, [] if listing else None)
         try:
             link.write({"Action": name, "ActionID": action_id, **headers})
-            async with asyncio.timeout(timeout or self.settings.action_timeout_s):
-                return await future
+        except BaseException:
+            link.pending.pop(action_id, None)
+            raise
+        return action_id, future
+
+    async def _await(
+        self,
+        link: _Link,
+        name: str,
+        action_id: str,
+        future: asyncio.Future[Message | list[Message]],
+        timeout: float | None,
+    ) -> Message | list[Message]:
+        try:
+            await _answered(link, future, timeout or self.settings.action_timeout_s)
+            return future.result()
         except TimeoutError:
             raise AmiTimeout(f"no answer to {name} from AMI at {self.where}") from None
         finally:
@@ -375,10 +431,13 @@ class AmiClient:
         while True:
             await asyncio.sleep(settings.keepalive_s)
             try:
-                await self._send(link, "Ping", {}, settings.keepalive_timeout_s)
+                pong = await self._send(link, "Ping", {}, settings.keepalive_timeout_s)
+                assert isinstance(pong, Message)
+                self.lag.observe(pong.get("timestamp"))
             except AmiTimeout:
                 log.warning(
-                    "AMI: %s did not answer a Ping within %.1f s: link is dead, reconnecting",
+                    "AMI: %s sent nothing for %.1f s and did not answer a Ping: link is dead, "
+                    "reconnecting",
                     self.where,
                     settings.keepalive_timeout_s,
                 )
@@ -398,3 +457,32 @@ class AmiClient:
     def _bad_frames(self, reasons: list[str]) -> None:
         self._metrics.ami_bad_frames.inc(len(reasons))
         self._bad_log.warning("AMI: skipped a malformed frame from %s: %s", self.where, reasons[0])
+
+
+# However long bytes keep arriving, an action's answer is given up on after this many of
+# its timeouts (an Asterisk that answers everything but this action).
+MAX_WAIT_TIMEOUTS = 10
+
+
+async def _answered(link: _Link, future: asyncio.Future[object], timeout: float) -> None:
+    """Wait for ``future`` until ``timeout`` has passed both since now and since the last
+    read from ``link``: an answer queued behind a backlog the daemon is still reading is
+    waited for; a link that went quiet is not.
+
+    :raises TimeoutError: quiet for ``timeout`` (or waited ``MAX_WAIT_TIMEOUTS`` times it).
+    """
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    give_up = start + timeout * MAX_WAIT_TIMEOUTS
+    until = start + timeout
+    while True:
+        try:
+            async with asyncio.timeout_at(until):
+                await asyncio.shield(future)
+            return
+        except TimeoutError:
+            if future.done():
+                return
+            until = min(max(start, link.last_read) + timeout, give_up)
+            if loop.time() >= until:
+                raise

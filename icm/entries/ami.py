@@ -6,6 +6,12 @@ waits for ``ICM_REPLY`` on its channel to start with its token. This entry answe
 lands whole or not at all), and only before the request's deadline: an answer that would
 come late is dropped, never sent, and the channel is never moved (no Redirect).
 The dialplan also reports how each call ended (``ICMResult``); that feeds a metric.
+
+Overload: a request read long after Asterisk raised it (its ``Timestamp``, see
+:mod:`icm.ami.lag`) waited in a backlog, and so did its caller. Past half its budget it
+is answered TIMEOUT at once (the call goes back to its scenario now, not at the end of
+its wait, and the daemon spends nothing on a lookup); past its budget it gets no answer
+at all (the dialplan stopped waiting and already went on with TIMEOUT).
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ class AmiEntry(Entry):
         self.claim = claim
         self._tasks: set[asyncio.Task[Any]] = set()
         self._bad = Throttled(log)
+        self._late = Throttled(log, interval_s=5.0)
         # Tokens whose outcome was counted: the dialplan may report an outcome twice.
         self._outcomes: collections.OrderedDict[str, None] = collections.OrderedDict()
 
@@ -92,11 +99,13 @@ class AmiEntry(Entry):
                 message.get("uniqueid")[:40] or "-",
             )
             return
+        age = self.ami.lag.observe(message.get("timestamp"))
         request, snapshot = self.request(
             token,
             message.get("icmnumber") or message.get("calleridnum"),
             message.get("uniqueid"),
             channel,
+            age_s=age,
         )
         if len(self._tasks) >= MAX_IN_FLIGHT:
             # A flood (a runaway dialplan, hostile input): the calls over the limit get
@@ -111,19 +120,44 @@ class AmiEntry(Entry):
                 self._spawn(self._deliver(request, stopping))
             return
         self.metrics.requests.labels("ami").inc()
-        self._spawn(self._handle(request, snapshot.router))
+        if age < request.timing.shed_after_s:
+            self._spawn(self._handle(request, snapshot.router))
+        elif asyncio.get_running_loop().time() < request.timing.send_by(request.received):
+            self.metrics.requests_shed.inc()
+            self._late.warning(
+                "call %s waited %.0f ms in a backlog before it was read: answered TIMEOUT "
+                "at once (the daemon is overloaded)",
+                request.uniqueid,
+                age * 1000,
+            )
+            shed = Decision(Status.TIMEOUT, reason=f"waited {age * 1000:.0f} ms in a backlog")
+            if self.claim is None:
+                self._answer_now(request, shed)
+            else:  # one instance answers, even TIMEOUT
+                self._spawn(self._handle(request, snapshot.router, shed))
+        else:
+            self.metrics.answers_dropped.labels("late").inc()
+            self._late.warning(
+                "call %s waited %.0f ms in a backlog before it was read: no answer, the "
+                "dialplan stopped waiting (the daemon is overloaded)",
+                request.uniqueid,
+                age * 1000,
+            )
 
     def _spawn(self, work: Coroutine[Any, Any, object]) -> None:
         task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _handle(self, request: RouteRequest, router: Router) -> None:
+    async def _handle(
+        self, request: RouteRequest, router: Router, decided: Decision | None = None
+    ) -> None:
+        """Claim the call (several instances), decide (unless ``decided``), answer."""
         self.metrics.in_flight.inc()
         try:
             if self.claim is not None and not await self.claim(request):
                 return
-            decision = await decide(router, request, "ami")
+            decision = decided or await decide(router, request, "ami")
             delivered = await self._deliver(request, decision)
             total_ms = self.elapsed_ms(request)
             record(
@@ -145,18 +179,47 @@ class AmiEntry(Entry):
         if loop.time() >= send_by:
             reason = "late" if self.ami.logged_in else "ami_down"
             self.metrics.answers_dropped.labels(reason).inc()
-            log.warning(
+            self._late.warning(
                 "call %s: no answer sent, the %.0f ms budget is spent (%s)",
                 request.uniqueid,
                 request.timing.budget_s * 1000,
                 "AMI is down" if reason == "ami_down" else "decision too slow",
             )
             return False
-        value = self.reply(request, decision)
         try:
-            await self.ami.action(
-                "Setvar", {"Channel": request.channel, "Variable": "ICM_REPLY", "Value": value}
-            )
+            sent = self.ami.action_now("Setvar", self._setvar(request, decision))
+        except AmiError as exc:
+            self.metrics.answers_dropped.labels("ami_down").inc()
+            log.warning("call %s: answer not delivered: %s", request.uniqueid, exc)
+            return False
+        return await self._confirmed(request, sent)
+
+    def _setvar(self, request: RouteRequest, decision: Decision) -> dict[str, str]:
+        value = self.reply(request, decision)
+        return {"Channel": request.channel, "Variable": "ICM_REPLY", "Value": value}
+
+    def _answer_now(self, request: RouteRequest, decision: Decision) -> None:
+        """Write the answer before returning: from inside a read of a backlog, a task
+        would run only once the whole read is handled."""
+        try:
+            sent = self.ami.action_now("Setvar", self._setvar(request, decision))
+        except AmiError as exc:
+            self.metrics.answers_dropped.labels("ami_down").inc()
+            log.warning("call %s: answer not delivered: %s", request.uniqueid, exc)
+            return
+        self._spawn(self._recorded(request, decision, sent))
+
+    async def _recorded(
+        self, request: RouteRequest, decision: Decision, sent: Awaitable[Message]
+    ) -> None:
+        delivered = await self._confirmed(request, sent)
+        total_ms = self.elapsed_ms(request)
+        record(decision, request, self.metrics, entry="ami", total_ms=total_ms, delivered=delivered)
+
+    async def _confirmed(self, request: RouteRequest, sent: Awaitable[Message]) -> bool:
+        """Whether Asterisk took the answer written."""
+        try:
+            await sent
         except AmiActionError as exc:
             gone = "no such channel" in str(exc).lower()
             self.metrics.answers_dropped.labels("caller_gone" if gone else "refused").inc()

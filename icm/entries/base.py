@@ -28,13 +28,20 @@ class Entry:
         self.accepting = True
 
     def request(
-        self, token: str, number: str, uniqueid: str = "", channel: str = ""
+        self,
+        token: str,
+        number: str,
+        uniqueid: str = "",
+        channel: str = "",
+        *,
+        age_s: float = 0.0,
     ) -> tuple[RouteRequest, Snapshot]:
-        """A request received now, and the snapshot it keeps until it is answered: its
-        router, and its time limits (the decision's deadline is the budget minus a little
-        time kept to deliver the answer)."""
+        """A request received now (``age_s`` ago, if it waited in a backlog before it was
+        read), and the snapshot it keeps until it is answered: its router, and its time
+        limits (the decision's deadline is the budget minus a little time kept to deliver
+        the answer)."""
         snapshot = self.current()
-        now = asyncio.get_running_loop().time()
+        now = asyncio.get_running_loop().time() - age_s
         request = RouteRequest(
             token=token,
             number=number,

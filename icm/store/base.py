@@ -6,7 +6,8 @@ Two kinds of data:
   conversation wins); *pinned* ones are set by an administrator and win over learned ones.
 * a small key-value space with expiry, used for per-call claims between instances, source
   caches and shared tokens. ``add`` is "set if absent", the primitive claims and locks use;
-  ``incr`` is an atomic counter with expiry, for rate limits shared by instances.
+  ``claim`` is the same, made safe to retry (it also holds when the key already names the
+  caller); ``incr`` is an atomic counter with expiry, for rate limits shared by instances.
 
 SQLite (embedded, the default) and Redis implement this same interface and pass the same
 contract tests (``tests/test_store_contract.py``). Any failure of the backing service is
@@ -86,6 +87,14 @@ class Store(Protocol):
 
     async def add(self, key: str, value: str, ttl_s: float) -> bool:
         """Set ``key`` only if it is absent (or expired); True if this call set it."""
+        ...
+
+    async def claim(self, key: str, owner: str, ttl_s: float) -> bool:
+        """Hold ``key`` for ``owner`` for ``ttl_s``: True if it was absent (or expired) and
+        now holds ``owner``, or already held ``owner``. Unlike :meth:`add` this may be
+        retried: a command whose answer was lost (a timeout, then the client's retry)
+        already set the key, and the retry finds its own ``owner`` there. Claims and
+        locks use it, each with an ``owner`` of its own."""
         ...
 
     async def delete(self, *keys: str) -> int: ...

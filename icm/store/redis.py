@@ -29,6 +29,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from icm.store.base import Binding, StoreError
+from icm.store.batch import Batcher
 
 T = TypeVar("T")
 MAX_CONNECTIONS = 32
@@ -41,6 +42,14 @@ local current = redis.call('HGET', KEYS[1], 'at')
 if current and tonumber(current) > at then return 0 end
 redis.call('HSET', KEYS[1], 't', ARGV[1], 'at', ARGV[2], 'n', ARGV[3])
 redis.call('ZADD', KEYS[2], at, ARGV[4])
+return 1
+"""
+# Set if absent, or already ours: a retried claim whose first attempt set the key wins.
+_CLAIM = """
+local held = redis.call('GET', KEYS[1])
+if held == ARGV[1] then return 1 end
+if held then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
 _INCR = """
@@ -71,6 +80,9 @@ class RedisStore:
         self._password = password
         self._timeout = timeout_s
         self._redis: Redis | None = None
+        # Claims and lookups asked for in one turn of the loop (a burst): one round trip.
+        self._claims = Batcher(self._claim_many)
+        self._bindings = Batcher(self._binding_many)
         parts = urlsplit(url)
         self.where = f"{parts.scheme}://{parts.hostname or parts.path}" + (
             f":{parts.port}" if parts.port else ""
@@ -120,6 +132,8 @@ class RedisStore:
         return sentinel.master_for(path[0], db=db)
 
     async def close(self) -> None:
+        await self._claims.close()
+        await self._bindings.close()
         if self._redis is not None:
             redis, self._redis = self._redis, None
             await redis.aclose()
@@ -129,18 +143,27 @@ class RedisStore:
 
     # -- bindings ---------------------------------------------------------------------
     async def binding(self, number: str, *, learned_since: float = 0.0) -> Binding | None:
-        async def fetch(r: Redis) -> list[dict[str, str]]:
-            async with r.pipeline(transaction=False) as pipe:
-                pipe.hgetall(self._key("pinned", number))
-                pipe.hgetall(self._key("learned", number))
-                return list(await pipe.execute())
-
-        pinned, learned = await self._run(fetch)
+        pinned, learned = await self._bindings(number)
         if pinned:
             return _binding(number, pinned, True)
         if learned and float(learned["at"]) >= learned_since:
             return _binding(number, learned, False)
         return None
+
+    async def _binding_many(
+        self, numbers: Sequence[str]
+    ) -> list[tuple[dict[str, str], dict[str, str]]]:
+        """The pinned and learned records of each number, in one round trip."""
+
+        async def fetch(r: Redis) -> list[dict[str, str]]:
+            async with r.pipeline(transaction=False) as pipe:
+                for number in numbers:
+                    pipe.hgetall(self._key("pinned", number))
+                    pipe.hgetall(self._key("learned", number))
+                return list(await pipe.execute())
+
+        rows = await self._run(fetch)
+        return list(zip(rows[0::2], rows[1::2], strict=True))
 
     async def learn(self, number: str, extension: str, at: float, note: str = "") -> bool:
         keys = [self._key("learned", number), self._key("learned")]
@@ -218,6 +241,24 @@ class RedisStore:
     async def add(self, key: str, value: str, ttl_s: float) -> bool:
         px = max(1, int(ttl_s * 1000))
         return bool(await self._run(lambda r: r.set(self._key("kv", key), value, px=px, nx=True)))
+
+    async def claim(self, key: str, owner: str, ttl_s: float) -> bool:
+        """:meth:`add`, safe to retry: redis-py re-sends a command whose answer timed out
+        (``retry``), and the first attempt may have set the key already. Claims asked
+        for in the same turn of the loop go in one pipeline."""
+        px = max(1, int(ttl_s * 1000))
+        return await self._claims((self._key("kv", key), owner, px))
+
+    async def _claim_many(self, claims: Sequence[tuple[str, str, int]]) -> list[bool]:
+        async def run(r: Redis) -> list[int]:
+            # EVAL, not EVALSHA: a pipeline of registered scripts first asks Redis
+            # whether it has them (one more round trip); Redis caches EVAL's script too.
+            async with r.pipeline(transaction=False) as pipe:
+                for key, owner, px in claims:
+                    pipe.eval(_CLAIM, 1, key, owner, px)
+                return list(await pipe.execute())
+
+        return [bool(won) for won in await self._run(run)]
 
     async def delete(self, *keys: str) -> int:
         if not keys:

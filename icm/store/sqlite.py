@@ -207,6 +207,16 @@ class SqliteStore:
         )
         return changed > 0
 
+    async def claim(self, key: str, owner: str, ttl_s: float) -> bool:
+        now = time.time()
+        changed = await self._write(
+            "INSERT INTO kv VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET"
+            " value = excluded.value, expires = excluded.expires"
+            " WHERE (kv.expires IS NOT NULL AND kv.expires <= ?) OR kv.value = excluded.value",
+            (key, owner, now + ttl_s, now),
+        )
+        return changed > 0
+
     async def delete(self, *keys: str) -> int:
         if not keys:
             return 0
