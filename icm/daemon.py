@@ -33,6 +33,7 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
 
 from icm import __version__
 from icm.ami.client import AmiActionError, AmiClient, AmiError
@@ -49,6 +50,7 @@ from icm.learner import Learner, LearnSettings
 from icm.logs import Throttled
 from icm.metrics import Metrics
 from icm.presence import PresenceTracker
+from icm.router import now
 from icm.snapshot import Snapshot
 from icm.store import Store, StoreError, is_shared
 
@@ -82,16 +84,18 @@ class Daemon:
         metrics: Metrics | None = None,
         store: Store | None = None,
         environ: Mapping[str, str] | None = None,
+        clock: Callable[[], datetime] = now,
     ) -> None:
         self.config = config  # as started: [ami], [store], [http], [agi] need a restart
         self.environ = environ if environ is not None else {}
         self.metrics = metrics or Metrics()
         self.store = store or config.store.open()
         self.shared = is_shared(config.store.url)
+        self.clock = clock  # the moment the rules are checked at (tests give their own)
         self.claims = Claims(self.store, self.metrics) if self.shared else None
         self.presence = PresenceTracker(lambda ext: self.snapshot.dial.device(ext))
         # The one thing a reload replaces; each request keeps the one it started with.
-        self.snapshot = Snapshot.build(config, self.store, self.metrics, self.presence.state)
+        self.snapshot = self._build(config)
         self.ami = AmiClient(
             config.ami, self._on_event, on_login=self._after_login, metrics=self.metrics
         )
@@ -135,6 +139,9 @@ class Daemon:
 
     def _current(self) -> Snapshot:
         return self.snapshot
+
+    def _build(self, config: Config) -> Snapshot:
+        return Snapshot.build(config, self.store, self.metrics, self.presence.state, self.clock)
 
     async def _claim_learning(self, uniqueid: str) -> bool:
         assert self.claims is not None
@@ -237,7 +244,7 @@ class Daemon:
             for section in RESTART_ONLY:
                 if getattr(config, section) != getattr(self.config, section):
                     log.warning("reload: [%s] changed; it takes effect after a restart", section)
-            snapshot = Snapshot.build(config, self.store, self.metrics, self.presence.state)
+            snapshot = self._build(config)
             await snapshot.start()
             old, self.snapshot = self.snapshot, snapshot
             logging.getLogger().setLevel(config.log.level.upper())

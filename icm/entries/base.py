@@ -51,7 +51,8 @@ class Entry:
 
     @staticmethod
     def reply(request: RouteRequest, decision: Decision) -> str:
-        """``token|status|dial|manager|source|dial_timeout`` (no token: no leading field)."""
+        """``token|status|dial|manager|source|dial_timeout|deputy|fallback|fallback_dial|
+        fallback_on`` (no token: no leading field)."""
         return reply_line(decision, request.timing, request.token)
 
 
@@ -59,8 +60,21 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.@+\-]")
 
 
 def reply_line(decision: Decision, timing: Timing, token: str = "") -> str:
-    """``token|status|dial|manager|source|dial_timeout`` (no token: no leading field)."""
+    """``token|status|dial|manager|source|dial_timeout|deputy|fallback|fallback_dial|
+    fallback_on`` (no token: no leading field). The deputy fields come after the first
+    six, which keep their places: a dialplan from before deputies reads them as ever.
+    ``deputy``: the deputy ``dial`` rings instead of the manager; ``fallback`` and
+    ``fallback_dial``: the deputy rung when the manager's dial ends in one of
+    ``fallback_on`` (DIALSTATUS values joined by ``-``, e.g. ``BUSY-NOANSWER``)."""
+    fallback = decision.fallback
     fields = [*reply_fields(decision), str(timing.dial_timeout_s)]
+    if decision.deputy or fallback:  # else the line is exactly what it was before deputies
+        fields += [
+            _UNSAFE.sub("_", decision.deputy),
+            _UNSAFE.sub("_", fallback.extension) if fallback else "",
+            fallback.dial if fallback else "",
+            "-".join(fallback.on) if fallback else "",
+        ]
     return "|".join([token, *fields] if token else fields)
 
 
