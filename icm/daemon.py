@@ -115,6 +115,8 @@ class Daemon:
                 on_learned=self._learned,
                 on_store_error=lambda: self.metrics.store_errors.labels("learn").inc(),
             )
+        if self.learner is not None:
+            self.entry.on_deputy = self.learner.note_deputy
         self.tracker = CallTracker(
             lambda channel: self.snapshot.dial.extension_of_channel(channel),
             self.learner.on_finished if self.learner is not None else _ignore,

@@ -48,6 +48,12 @@ class Metrics:
         self.decisions = Counter(
             "icm_decisions", "Routing decisions", ["status", "source"], registry=registry
         )
+        self.rule_decisions = Counter(
+            "icm_rule_decisions",
+            "Routing decisions by the rule that made them ([rules] order) and status",
+            ["rule", "status"],
+            registry=registry,
+        )
         self.lookup_seconds = Histogram(
             "icm_lookup_seconds",
             "Time to ask the source chain",

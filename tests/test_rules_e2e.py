@@ -255,3 +255,92 @@ async def test_without_presence_in_the_order_busy_is_found_by_dialling(
     await until(lambda: daemon.presence.state("101").value == "busy")
     placed = await call(pbx)
     assert placed.dials == [("SIP/101", "BUSY"), ("SIP/102", "ANSWER")]
+
+
+# -- learning, reload, metrics ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fallback", [False, True])
+async def test_a_deputys_conversation_does_not_become_the_binding(pbx, icm, fallback):
+    if fallback:
+        pbx.devices["SIP/101"] = "INUSE"  # busy found by dialling: the fallback deputy
+    else:
+        icm.test_clock.at = MON_NIGHT  # away: the deputy dialled directly
+    placed = await call(pbx)
+    assert placed.status == "ANSWERED" and placed.variables["ICM_DEPUTY"] == "102"
+    await until(lambda: icm.learner.deputy_skipped == 1)
+    assert (await icm.store.binding(CLIENT)).target == "101"
+    assert icm.metrics.learned._value.get() == 0
+
+
+async def test_deputy_learns_lets_his_conversation_count(pbx, make_config, start_daemon):
+    pbx.register("101", "102", "103")
+    config = rules_config(make_config, pbx, rules={"deputy_learns": True})
+    daemon = await start_daemon(config, clock=Clock(MON_NIGHT))
+    await daemon.store.learn(CLIENT, "101", time.time() - 10)
+    assert (await call(pbx)).variables["ICM_DEPUTY"] == "102"
+    await until(lambda: daemon.metrics.learned._value.get() == 1)
+    assert (await daemon.store.binding(CLIENT)).target == "102"
+    assert daemon.learner.deputy_skipped == 0
+
+
+async def test_reload_applies_the_rules(pbx, make_config, start_daemon, tmp_path):
+    from icm.config import load
+
+    pbx.register("101", "102", "103")
+    path = tmp_path / "rules.toml"
+
+    def write(extra):
+        path.write_text(
+            f"""
+[ami]
+port = {pbx.port}
+[routing]
+area_code = "495"
+[dial]
+extension = "SIP/{{ext}}"
+external = "SIP/trunk/{{number}}"
+[store]
+url = "{tmp_path / "icm.db"}"
+[http]
+listen = "127.0.0.1:0"
+[managers.101]
+deputies = ["102"]
+{extra}
+"""
+        )
+
+    from tests.conftest import SECRET_ENV
+
+    write('[managers.102]\n[rules]\ntimezone = "Europe/Moscow"')
+    clock = Clock(MON_NIGHT)
+    daemon = await start_daemon(load(path, SECRET_ENV), clock=clock, environ=SECRET_ENV)
+    await daemon.store.learn(CLIENT, "101", time.time())
+    assert (await call(pbx)).dials == [("SIP/101", "ANSWER")]  # no hours: always at work
+    write(
+        '[managers.102]\nhours = { mon = "00:00-24:00" }\n[rules]\ntimezone = "Europe/Moscow"\n'
+        'hours = { mon = "09:00-18:00" }\nblocked = ["+79160000666"]'
+    )
+    assert await daemon.reload() == []
+    assert (await call(pbx)).dials == [("SIP/102", "ANSWER")]  # 101 away now: his deputy
+    assert (await call(pbx, "+79160000666")).status == "BLOCKED"
+    write('[managers.102]\ndeputies = ["101"]')  # a loop: refused, the rules stay
+    assert await daemon.reload() == [
+        f"{path}: managers.101.deputies: a loop of deputies (101 -> 102 -> 101) "
+        "(expected each chain of deputies to end)"
+    ]
+    assert (await call(pbx, "+79160000666")).status == "BLOCKED"
+
+
+async def test_decisions_are_counted_by_rule_without_numbers(pbx, icm):
+    await call(pbx, "+79160000666")
+    await call(pbx)
+    icm.test_clock.at = MON_NIGHT
+    await call(pbx)
+    metrics = icm.metrics
+    assert metrics.rule_decisions.labels("blocked", "BLOCKED")._value.get() == 1
+    assert metrics.rule_decisions.labels("lookup", "DIAL")._value.get() == 1
+    assert metrics.rule_decisions.labels("deputy", "DIAL")._value.get() == 1
+    text = metrics.render().decode()
+    assert "icm_rule_decisions_total" in text
+    assert "7916" not in "".join(line for line in text.splitlines() if "rule" in line)

@@ -108,12 +108,13 @@ def record(
 ) -> None:
     """One log line and the metrics for a decision."""
     metrics.decisions.labels(decision.status.value, decision.source or "none").inc()
+    metrics.rule_decisions.labels(decision.rule or "none", decision.status.value).inc()
     if delivered:
         metrics.decision_seconds.observe(total_ms / 1000)
     steps = " ".join(_step(step) for step in decision.steps) or "-"
     manager = decision.manager + (f" ({decision.manager_name})" if decision.manager_name else "")
     log.info(
-        "%s call=%s number=%s status=%s manager=%s source=%s dial=%s lookup_ms=%.1f "
+        "%s call=%s number=%s status=%s manager=%s source=%s rule=%s dial=%s lookup_ms=%.1f "
         "total_ms=%.1f steps=%s reason=%r%s",
         entry,
         request.uniqueid or "-",
@@ -121,6 +122,7 @@ def record(
         decision.status.value,
         manager or "-",
         decision.source or "-",
+        decision.rule or "-",
         decision.dial or "-",
         decision.lookup_ms,
         total_ms,
@@ -132,6 +134,8 @@ def record(
             "status": decision.status.value,
             "source": decision.source,
             "manager": decision.manager,
+            "rule": decision.rule,
+            "deputy": decision.deputy,
             "lookup_ms": round(decision.lookup_ms, 3),
             "total_ms": round(total_ms, 3),
             "delivered": delivered,
