@@ -117,6 +117,7 @@ class Daemon:
             )
         if self.learner is not None:
             self.entry.on_deputy = self.learner.note_deputy
+            self.learner.on_deputy_skipped = self.metrics.deputy_not_learned.inc
         self.tracker = CallTracker(
             lambda channel: self.snapshot.dial.extension_of_channel(channel),
             self.learner.on_finished if self.learner is not None else _ignore,

@@ -95,6 +95,7 @@ class Learner:
         self._deputies: collections.OrderedDict[str, str] = collections.OrderedDict()
         self.dropped = 0
         self.deputy_skipped = 0
+        self.on_deputy_skipped: Callable[[], None] | None = None  # metrics
 
     @property
     def pending(self) -> int:
@@ -124,6 +125,8 @@ class Learner:
                 continue
             if talk.extension == deputy:
                 self.deputy_skipped += 1
+                if self.on_deputy_skipped is not None:
+                    self.on_deputy_skipped()
                 log.debug("not learned: %s stood in as a deputy in call %s", deputy, uniqueid)
                 return None
             if managers.is_exception(talk.extension):

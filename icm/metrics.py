@@ -118,6 +118,11 @@ class Metrics:
         self.learned = Counter(
             "icm_learned", "Conversations learned into the ICM database", registry=registry
         )
+        self.deputy_not_learned = Counter(
+            "icm_deputy_not_learned",
+            "Conversations with a deputy ICM gave the call to, not learned as a binding",
+            registry=registry,
+        )
         self.store_errors = Counter(
             "icm_store_errors", "Store operations that failed", ["operation"], registry=registry
         )

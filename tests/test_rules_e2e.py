@@ -269,6 +269,7 @@ async def test_a_deputys_conversation_does_not_become_the_binding(pbx, icm, fall
     placed = await call(pbx)
     assert placed.status == "ANSWERED" and placed.variables["ICM_DEPUTY"] == "102"
     await until(lambda: icm.learner.deputy_skipped == 1)
+    assert icm.metrics.deputy_not_learned._value.get() == 1
     assert (await icm.store.binding(CLIENT)).target == "101"
     assert icm.metrics.learned._value.get() == 0
 
