@@ -20,11 +20,16 @@ ON_LEAVE = "74955550103"  # bound to 103, on leave: deputy 102 straight away
 BLOCKED = "74955550666"
 VIP = "74955550777"  # 104's VIP
 QUIET = "74955550104"  # bound to 104, in his quiet hours
+OFFLINE = "74955550109"  # bound to 109, whose phone is never registered: deputy 102
+OFF_DUTY = "74955550105"  # bound to 105, who works another day of the week: deputy 102
+CLOSED = "74955550106"  # bound to 106, who works another day and has no deputy
 
 
 def managers() -> str:
-    today = datetime.now(UTC).date()
+    now = datetime.now(UTC)
+    today = now.date()
     start, end = today - timedelta(days=1), today + timedelta(days=1)
+    other_day = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[(now.weekday() + 3) % 7]
     return f"""[managers.101]
 name = "Anna"
 deputies = ["102"]
@@ -37,6 +42,16 @@ deputies = ["102"]
 [managers.104]
 name = "Gleb"
 quiet = ["00:00-24:00"]
+[managers.105]
+name = "Dina"
+hours = {{ {other_day} = "00:00-24:00" }}
+deputies = ["102"]
+[managers.106]
+name = "Egor"
+hours = {{ {other_day} = "00:00-24:00" }}
+[managers.109]
+name = "Offline Oleg"
+deputies = ["102"]
 """
 
 
@@ -50,7 +65,9 @@ blocked = ["+{BLOCKED}"]
 @pytest.fixture(scope="module")
 def icm(pbx: Asterisk, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Icm]:
     daemon = Icm(pbx, tmp_path_factory.mktemp("icm-rules"), managers=managers(), extra=RULES)
-    for number, ext in ((BUSY_THEN_DEPUTY, "101"), (ON_LEAVE, "103"), (QUIET, "104")):
+    bound = {BUSY_THEN_DEPUTY: "101", ON_LEAVE: "103", QUIET: "104", OFFLINE: "109"}
+    bound |= {OFF_DUTY: "105", CLOSED: "106"}
+    for number, ext in bound.items():
         daemon.bind(f"+{number}", ext)
     daemon.start()
     yield daemon
@@ -140,3 +157,26 @@ def test_a_vip_in_quiet_hours(pbx: Asterisk, serving: Icm, phones: Phones, tmp_p
     result, dialled, _ = routed(pbx, tmp_path, VIP)
     assert (result["status"], result["manager"], result["source"]) == ("ANSWERED", "104", "vip")
     assert dialled == [pbx.device("104")], dialled
+
+
+def test_a_deputy_when_the_manager_is_offline(
+    pbx: Asterisk, serving: Icm, phones: Phones, tmp_path: Path
+) -> None:
+    phones.start("102", "answer", talk_ms=600)
+    result, dialled, _ = routed(pbx, tmp_path, OFFLINE)
+    assert (result["status"], result["manager"], result["deputy"]) == ("ANSWERED", "109", "102")
+    assert dialled == [pbx.device("102")], dialled
+
+
+def test_outside_his_hours_a_deputy_else_offhours(
+    pbx: Asterisk, serving: Icm, phones: Phones, tmp_path: Path
+) -> None:
+    phones.start("102", "answer", talk_ms=600)
+    phones.start("105", "answer", talk_ms=600)
+    phones.start("106", "answer", talk_ms=600)
+    result, dialled, _ = routed(pbx, tmp_path, OFF_DUTY)
+    assert (result["status"], result["manager"], result["deputy"]) == ("ANSWERED", "105", "102")
+    assert dialled == [pbx.device("102")], dialled
+    result, dialled, _ = routed(pbx, tmp_path, CLOSED)
+    assert (result["status"], result["manager"], result["deputy"]) == ("OFFHOURS", "106", "")
+    assert dialled == []
