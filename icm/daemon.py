@@ -8,8 +8,9 @@ One call, from the AMI event to the action sent (eight files)::
     icm/entries/ami.py    AmiEntry.on_user_event: UserEvent ICMRoute -> a RouteRequest with
                           the current Snapshot (icm/snapshot.py: router, timing), claimed
                           in a shared store first (Claims, icm/cluster.py)
-    icm/router.py         Router.route: normalise the number, ask the sources in order,
-                          check the answer, the exceptions and the manager's presence
+    icm/router.py         Router.route: normalise the number, run the checks in [rules]
+                          order (icm/rules.py: blocked, VIP, hours, deputies), ask the
+                          sources, check the answer, the exceptions and the presence
     connectors/icmdb.py   IcmDbSource.lookup: the store's binding for this number
                           (CRM sources: connectors/amocrm.py ... behind GuardedSource,
                           icm/guard.py: cache, single-flight, circuit breaker)

@@ -345,3 +345,50 @@ async def test_decisions_are_counted_by_rule_without_numbers(pbx, icm):
     text = metrics.render().decode()
     assert "icm_rule_decisions_total" in text
     assert "7916" not in "".join(line for line in text.splitlines() if "rule" in line)
+
+
+async def test_a_holiday_is_outside_hours(pbx, make_config, start_daemon):
+    pbx.register("101", "102", "103")
+    config = rules_config(make_config, pbx, rules={"holidays": ["2026-12-07"]})
+    daemon = await start_daemon(config, clock=Clock(MON_NOON))
+    await daemon.store.learn(CLIENT, "101", time.time())
+    placed = await call(pbx)  # a holiday for everyone, deputies too
+    assert (placed.status, placed.dials) == ("OFFHOURS", [])
+
+
+@pytest.mark.parametrize(
+    ("order", "dials"),
+    [
+        (["blocked", "vip", "lookup", "hours", "presence", "deputy"], ["SIP/101"]),  # the VIP's
+        (["blocked", "lookup", "vip", "hours", "presence", "deputy"], ["SIP/103"]),  # learned
+    ],
+)
+async def test_the_order_of_vip_and_lookup(pbx, make_config, start_daemon, order, dials):
+    pbx.register("101", "102", "103")
+    daemon = await start_daemon(
+        rules_config(make_config, pbx, rules={"order": order}), clock=Clock(MON_NOON)
+    )
+    await daemon.store.learn("+74957650001", "103", time.time())
+    placed = await call(pbx, "+74957650001")
+    assert [d for d, _ in placed.dials] == dials
+
+
+@pytest.mark.parametrize(
+    ("order", "dials", "status"),
+    [
+        (["blocked", "vip", "lookup", "hours", "presence", "deputy"], ["SIP/102"], "ANSWERED"),
+        (["blocked", "vip", "lookup", "hours", "deputy", "presence"], [], "BUSY"),
+    ],
+)
+async def test_the_order_of_presence_and_deputy(
+    pbx, make_config, start_daemon, order, dials, status
+):
+    pbx.register("101", "102", "103")
+    daemon = await start_daemon(
+        rules_config(make_config, pbx, rules={"order": order}), clock=Clock(MON_NOON)
+    )
+    await daemon.store.learn(CLIENT, "101", time.time())
+    pbx.set_device("SIP/101", "INUSE")
+    await until(lambda: daemon.presence.state("101").value == "busy")
+    placed = await call(pbx)
+    assert ([d for d, _ in placed.dials], placed.status) == (dials, status)
