@@ -74,7 +74,8 @@ class Away:
 
 @dataclass(frozen=True, slots=True)
 class ManagerRules:
-    week: Week | None  # None: the default week
+    own_week: bool  # his own ``hours`` (else the default week)
+    week: Week | None  # his own week; None with own_week: at work at any hour
     quiet: tuple[TimeRange, ...]
     leave: tuple[Leave, ...]
     deputies: tuple[str, ...]
@@ -116,7 +117,8 @@ class Rules:
             vips.append(Vip(Callers.parse(entry.numbers, numbers), entry.name, extension, number))
         managers = {
             ext: ManagerRules(
-                week=Week.parse(m.hours) if m.hours is not None else None,
+                own_week=m.hours is not None,
+                week=Week.parse(m.hours) if m.hours else None,
                 quiet=tuple(r for item in m.quiet for r in parse_ranges(item)),
                 leave=tuple(m.leave),
                 deputies=tuple(m.deputies),
@@ -163,8 +165,9 @@ class Rules:
             leave = next((p for p in own.leave if p.covers(day)), None)
             if leave is not None:
                 return Away("leave", f"on leave {leave.start}..{leave.end}")
-        week = own.week if own is not None and own.week is not None else self.week
-        whose = "his hours" if own is not None and own.week is not None else "the default hours"
+        mine = own is not None and own.own_week
+        week = own.week if own is not None and mine else self.week
+        whose = "his hours" if mine else "the default hours"
         closed = self._hours(week, moment, whose)
         if closed is not None:
             return closed

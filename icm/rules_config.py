@@ -27,15 +27,25 @@ PREFIX = re.compile(r"^\+\d{1,15}\*\Z")
 LooseDate = Annotated[date, Strict(False)]  # a TOML date, or "2026-12-31"
 
 
+_FULL_DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
 def _week(table: dict[str, str]) -> dict[str, str]:
+    """The week with its days named ``mon`` .. ``sun`` (``Monday``, ``MON`` are taken)."""
+    week: dict[str, str] = {}
     for day, ranges in table.items():
-        if day not in DAYS:
+        name = day.strip().lower()
+        name = DAYS[_FULL_DAYS.index(name)] if name in _FULL_DAYS else name
+        if name not in DAYS:
             raise ValueError(f"unknown day {day!r} (expected one of: {', '.join(DAYS)})")
+        if name in week:
+            raise ValueError(f"{day}: the day is given twice")
         try:
             parse_ranges(ranges)
         except ValueError as exc:
             raise ValueError(f"{day}: {exc}") from None
-    return table
+        week[name] = ranges
+    return week
 
 
 def _ranges(items: list[str]) -> list[str]:

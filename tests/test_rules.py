@@ -301,3 +301,21 @@ async def test_order_without_presence_dials_and_leaves_busy_to_the_fallback():
     decision = await route(make_router(presence={"101": Presence.BUSY}, rules={"order": order}))
     assert (decision.status, decision.dial) == (Status.DIAL, "SIP/101")
     assert decision.fallback.extension == "102"
+
+
+async def test_his_empty_week_means_any_hour_and_day_names_are_read_loosely():
+    router = make_router(at=MON_NIGHT, m101={"hours": {}})
+    assert (await route(router)).dial == "SIP/101"  # {}: no schedule of his own
+    router = make_router(at=MON_NIGHT, m101={"hours": {"Monday": "20:00-24:00"}})
+    assert (await route(router)).dial == "SIP/101"
+
+
+async def test_a_vip_to_a_phone_number_is_dialled_outside():
+    vip = [{"numbers": [CALLER], "to": "+7 903 111-22-33"}]
+    decision = await route(make_router(at=MON_NIGHT, rules={"vip": vip}))
+    assert (decision.status, decision.dial, decision.rule) == (
+        Status.DIAL,
+        "SIP/trunk/79031112233",
+        "vip",
+    )
+    assert ("hours", "skipped") in outcomes(decision)

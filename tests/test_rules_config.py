@@ -88,7 +88,7 @@ deputies = ["103"]
             "managers.101.quiet: '13:00-12:00' ends before it starts",
         ),
         ('[rules]\nhours = { mon = "9-18" }\n', "rules.hours: mon: '9-18' is not a time range"),
-        ('[rules]\nhours = { monday = "09:00-18:00" }\n', "rules.hours: unknown day 'monday'"),
+        ('[rules]\nhours = { mond = "09:00-18:00" }\n', "rules.hours: unknown day 'mond'"),
         ('[rules]\nhours = { mon = "09:00-25:00" }\n', "rules.hours: mon: 25:00 is not a time"),
         ('[rules]\ntimezone = "Mars/Base"\n', "rules.timezone: unknown time zone 'Mars/Base'"),
         ('[rules]\nholidays = ["31.12.2026"]\n', "rules.holidays[0]:"),
