@@ -86,8 +86,8 @@ class Bitrix24Settings(OAuthSettings):
     # Ring the responsible's Bitrix24 mobile (PERSONAL_MOBILE) with ring_mobiles, for a
     # manager who has no mobiles in [managers].
     use_mobile: bool = False
-    # A responsible whose work day is not open (CLOSED, PAUSED, EXPIRED) counts as no
-    # answer: the next source is asked.
+    # A responsible whose work day is not open (CLOSED, PAUSED, EXPIRED) is away: the
+    # hours rule gives the call to his deputy, else OFFHOURS.
     require_open_workday: bool = False
     rate_per_s: float = Field(default=2.0, gt=0, le=5.0)
     burst: int = Field(default=50, ge=1, le=250)
@@ -164,9 +164,11 @@ class Bitrix24Source(CrmSource[Bitrix24Settings]):
         extension = _text(assigned.get("USER_PHONE_INNER")) or user.extension
         workday = _text(assigned.get("TIMEMAN_STATUS"))
         detail = answer.detail + (f", work day {workday}" if workday else "")
-        active = answer.active
-        if active and self.settings.require_open_workday and workday in _CLOSED_DAY:
-            active = False
+        # A closed work day is one more "away" signal of the hours rule (deputies, else
+        # OFFHOURS), not a missing answer: the client is still this manager's.
+        away = ""
+        if self.settings.require_open_workday and workday in _CLOSED_DAY:
+            away = f"Bitrix24 work day {workday}"
             detail += " (not at work)"
         mobiles: tuple[str, ...] = ()
         mobile = _text(assigned.get("PERSONAL_MOBILE")) or user.mobile
@@ -175,7 +177,7 @@ class Bitrix24Source(CrmSource[Bitrix24Settings]):
             if isinstance(parsed, str):
                 mobiles = (parsed,)
         return dataclasses.replace(
-            answer, extension=extension, active=active, mobiles=mobiles, detail=detail
+            answer, extension=extension, mobiles=mobiles, detail=detail, away=away
         )
 
     # telephony.externalCall.searchCrmEntities, every form in one batch.

@@ -71,6 +71,11 @@ def _parser() -> argparse.ArgumentParser:
     lookup.add_argument("number")
     lookup.add_argument("--explain", action="store_true", help="show every source's answer")
     lookup.add_argument("--json", action="store_true", help="print the decision as JSON")
+    lookup.add_argument(
+        "--at",
+        metavar='"YYYY-MM-DD HH:MM"',
+        help="check the rules (hours, leave, quiet hours) at this moment, in [rules] timezone",
+    )
     bind = command("bind", _bind, "pin NUMBER to a manager's extension (or a number)")
     bind.add_argument("number")
     bind.add_argument("target")
@@ -228,9 +233,12 @@ def _reload(args: argparse.Namespace) -> int:
 
 
 def _lookup(args: argparse.Namespace) -> int:
+    from icm.explain import check_lines, parse_at
     from icm.metrics import Metrics
     from icm.model import Presence, RouteRequest
     from icm.ratelimit import Priority, asking
+    from icm.router import now
+    from icm.rules import Rules
     from icm.snapshot import Snapshot
 
     config = _config(args, ami_secret=False)
@@ -238,11 +246,20 @@ def _lookup(args: argparse.Namespace) -> int:
     if _number(config, args.number) is None:  # the same answer as bind, unbind, forget
         return 2
 
+    rules = Rules.from_config(config)
+    try:
+        moment = parse_at(args.at, rules) if args.at else rules.local(now())
+    except ValueError as exc:
+        print(f"icm: {exc}", file=sys.stderr)
+        return 2
+
     async def lookup(store: Store) -> int:
         if "icmdb" in config.routing.sources:
             await store.ping()  # down: an error, not "no source knows"
-        # The daemon's own routing, with presence unknown (no AMI here).
-        snapshot = Snapshot.build(config, store, Metrics(), lambda ext: Presence.UNKNOWN)
+        # The daemon's own routing, with presence unknown (no AMI here), at ``moment``.
+        snapshot = Snapshot.build(
+            config, store, Metrics(), lambda ext: Presence.UNKNOWN, lambda: moment
+        )
         await snapshot.start()
         # Offline there is time to let the CRMs' user maps load (the daemon never waits).
         await asyncio.gather(
@@ -270,6 +287,7 @@ def _lookup(args: argparse.Namespace) -> int:
             print(f"  manager {decision.manager}{name}, from {decision.source}")
         print(f"  reason: {escaped(decision.reason)} (presence is not checked offline)")
         if args.explain:
+            print("\n".join(check_lines(decision, moment)))
             print(f"  sources asked in order, {decision.lookup_ms:.1f} ms in all:")
             for i, step in enumerate(decision.steps, 1):
                 detail = escaped(step.detail)

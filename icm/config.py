@@ -26,6 +26,7 @@ from pydantic import (
 
 from icm.config_errors import ConfigError, format_errors, printable
 from icm.numbers import NumberError, Numbers, is_digits
+from icm.rules_config import DEPUTY_WHEN, PREFIX, DeputyWhen, Hours, Leave, Ranges, RulesSettings
 from icm.secrets import SecretRef, WithSecrets, read_secrets
 from icm.sources import SourceSettings, installed_sources
 from icm.store import Store, is_shared, open_store
@@ -180,6 +181,23 @@ class ManagerSettings(_Section):
     # each CRM whose API holds no extension (``ids = { amocrm = 5550001 }``).
     email: Annotated[str, AfterValidator(_email)] = ""
     ids: dict[SourceName, int | str] = {}
+    # Rules ([rules] in the README): his own week (else [rules] hours), quiet hours (only
+    # his VIP callers ring him), leave, and the deputies who take his calls, in order.
+    hours: Hours | None = None
+    quiet: Ranges = []
+    leave: list[Leave] = []
+    deputies: list[str] = []
+    deputy_when: list[DeputyWhen] = list(DEPUTY_WHEN)
+
+    @field_validator("deputies")
+    @classmethod
+    def _deputies(cls, deputies: list[str]) -> list[str]:
+        for ext in deputies:
+            if not EXTENSION.match(ext):
+                raise ValueError(f"{ext!r} is not an extension (expected digits)")
+        if len(set(deputies)) != len(deputies):
+            raise ValueError("a deputy is listed twice (expected each deputy once)")
+        return deputies
 
 
 class StoreSettings(_Section):
@@ -263,6 +281,7 @@ class Config(_Section):
     http: HttpSettings = HttpSettings()
     agi: AgiSettings = AgiSettings()
     log: LogSettings = LogSettings()
+    rules: RulesSettings = RulesSettings()
 
     def numbers(self) -> Numbers:
         return Numbers(self.routing.country, self.routing.area_code)
@@ -378,6 +397,7 @@ def from_dict(
     _check_numbers(config, name, errors)
     _check_store_path(config.store.url, name, errors)
     _check_manager_ids(config, name, errors)
+    _check_rules(config, name, errors)
     config = _with_secrets(config, name, environ, errors, ami=ami_secret, sources=source_secrets)
     if errors:
         raise ConfigError(errors)
@@ -496,6 +516,84 @@ def _check_manager_ids(config: Config, name: str, errors: list[str]) -> None:
                     f"{name}: managers.{ext}: {what} {key[1]} is already manager {other}'s "
                     "(expected each CRM user mapped to one extension)"
                 )
+
+
+def _check_rules(config: Config, name: str, errors: list[str]) -> None:
+    """Deputies are managers and never lead back to whom they stand in for; VIP and
+    blocked numbers are numbers (or prefixes like '+7495*'), VIP targets managers or numbers."""
+    numbers = config.numbers()
+    managers = config.managers
+    for ext, manager in managers.items():
+        for i, deputy in enumerate(manager.deputies):
+            where = f"{name}: managers.{printable(ext)}.deputies[{i}]"
+            if deputy == ext:
+                errors.append(f"{where}: {deputy} is this manager himself (expected another one)")
+            elif deputy not in managers:
+                errors.append(
+                    f"{where}: unknown deputy {deputy!r} (expected a manager of [managers])"
+                )
+    loop = _deputy_loop(config)
+    if loop:
+        errors.append(
+            f"{name}: managers.{loop[0]}.deputies: a loop of deputies "
+            f"({' -> '.join(loop)}) (expected each chain of deputies to end)"
+        )
+    rules = config.rules
+    for i, vip in enumerate(rules.vip):
+        for j, item in enumerate(vip.numbers):
+            _check_caller(numbers, item, f"{name}: rules.vip[{i}].numbers[{j}]", errors)
+        if vip.to and not (EXTENSION.match(vip.to) and vip.to in managers):
+            if EXTENSION.match(vip.to):
+                errors.append(
+                    f"{name}: rules.vip[{i}].to: unknown manager {vip.to!r} "
+                    "(expected a manager of [managers] or a phone number)"
+                )
+            else:
+                _check_number(numbers, vip.to, f"{name}: rules.vip[{i}].to", errors)
+    for i, item in enumerate(rules.blocked):
+        _check_caller(numbers, item, f"{name}: rules.blocked[{i}]", errors)
+
+
+def _check_caller(numbers: Numbers, value: str, where: str, errors: list[str]) -> None:
+    if value.endswith("*"):
+        if not PREFIX.match(value):
+            errors.append(
+                f"{where}: {value!r} is not a prefix (expected '+' and digits of the full "
+                "number, then '*', e.g. '+7495123*')"
+            )
+        return
+    try:
+        numbers.parse(value)
+    except NumberError as exc:
+        errors.append(f"{where}: {exc} (expected a phone number or a prefix like '+7495123*')")
+
+
+def _deputy_loop(config: Config) -> list[str]:
+    """A chain of deputies that comes back to where it started, if any."""
+    graph = {
+        ext: [d for d in m.deputies if d in config.managers] for ext, m in config.managers.items()
+    }
+    done: set[str] = set()
+
+    def walk(ext: str, path: list[str]) -> list[str]:
+        if ext in path:
+            return [*path[path.index(ext) :], ext]
+        if ext in done:
+            return []
+        for deputy in graph.get(ext, []):
+            if deputy == ext:
+                continue  # reported above
+            loop = walk(deputy, [*path, ext])
+            if loop:
+                return loop
+        done.add(ext)
+        return []
+
+    for ext in graph:
+        loop = walk(ext, [])
+        if loop:
+            return loop
+    return []
 
 
 def _refuse_inline_secrets(raw: Mapping[str, Any], name: str, errors: list[str]) -> None:

@@ -11,8 +11,9 @@ entries/base.py); the wire parsing beneath is icm/ami/frames.py, and a shared st
     icm/entries/ami.py    AmiEntry.on_user_event: UserEvent ICMRoute -> a RouteRequest with
                           the current Snapshot (icm/snapshot.py: router, timing), claimed
                           in a shared store first (Claims, icm/cluster.py)
-    icm/router.py         Router.route: normalise the number, ask the sources in order,
-                          check the answer, the exceptions and the manager's presence
+    icm/router.py         Router.route: normalise the number, run the checks in [rules]
+                          order (icm/rules.py: blocked, VIP, hours, deputies), ask the
+                          sources, check the answer, the exceptions and the presence
     connectors/icmdb.py   IcmDbSource.lookup: the store's binding for this number
                           (CRM sources: connectors/amocrm.py ... behind GuardedSource,
                           icm/guard.py: cache, single-flight, circuit breaker)
@@ -36,6 +37,7 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
 from typing import Any
 
 from icm import __version__
@@ -55,6 +57,7 @@ from icm.learner import Learner, LearnSettings
 from icm.logs import Throttled
 from icm.metrics import Metrics
 from icm.presence import PresenceTracker
+from icm.router import now
 from icm.snapshot import Snapshot
 from icm.store import Store, StoreError, is_shared
 
@@ -93,16 +96,18 @@ class Daemon:
         metrics: Metrics | None = None,
         store: Store | None = None,
         environ: Mapping[str, str] | None = None,
+        clock: Callable[[], datetime] = now,
     ) -> None:
         self.config = config  # as started: [ami], [store], [http], [agi] need a restart
         self.environ = environ if environ is not None else {}
         self.metrics = metrics or Metrics()
         self.store = store or config.store.open()
         self.shared = is_shared(config.store.url)
+        self.clock = clock  # the moment the rules are checked at (tests give their own)
         self.claims = Claims(self.store, self.metrics) if self.shared else None
         self.presence = PresenceTracker(lambda ext: self.snapshot.dial.device(ext))
         # The one thing a reload replaces; each request keeps the one it started with.
-        self.snapshot = Snapshot.build(config, self.store, self.metrics, self.presence.state)
+        self.snapshot = self._build(config)
         self.ami = AmiClient(
             config.ami, self._on_event, on_login=self._after_login, metrics=self.metrics
         )
@@ -124,6 +129,9 @@ class Daemon:
                 on_learned=self._learned,
                 on_store_error=lambda: self.metrics.store_errors.labels("learn").inc(),
             )
+        if self.learner is not None:
+            self.entry.on_deputy = self.learner.note_deputy
+            self.learner.on_deputy_skipped = self.metrics.deputy_not_learned.inc
         self.tracker = CallTracker(
             lambda channel: self.snapshot.dial.extension_of_channel(channel),
             self.learner.on_finished if self.learner is not None else _ignore,
@@ -149,6 +157,9 @@ class Daemon:
 
     def _current(self) -> Snapshot:
         return self.snapshot
+
+    def _build(self, config: Config) -> Snapshot:
+        return Snapshot.build(config, self.store, self.metrics, self.presence.state, self.clock)
 
     async def _claim_learning(self, uniqueid: str) -> bool:
         assert self.claims is not None
@@ -282,7 +293,7 @@ class Daemon:
             for section in RESTART_ONLY:
                 if getattr(config, section) != getattr(self.config, section):
                     log.warning("reload: [%s] changed; it takes effect after a restart", section)
-            snapshot = Snapshot.build(config, self.store, self.metrics, self.presence.state)
+            snapshot = self._build(config)
             await snapshot.start()
             old, self.snapshot = self.snapshot, snapshot
             logging.getLogger().setLevel(config.log.level.upper())

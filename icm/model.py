@@ -25,6 +25,8 @@ class Status(enum.StrEnum):
     ANONYMOUS = "ANONYMOUS"
     TIMEOUT = "TIMEOUT"
     ERROR = "ERROR"
+    OFFHOURS = "OFFHOURS"  # the manager (or the company) is not at work, no deputy free
+    BLOCKED = "BLOCKED"  # the caller is blocked ([rules] blocked): never connected
 
 
 class Presence(enum.StrEnum):
@@ -132,6 +134,7 @@ class Answer:
     email: str | None = None
     active: bool = True
     responsible: bool = True
+    away: str = ""  # the source says the manager is not at work now (why), e.g. Bitrix24
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,12 +157,39 @@ class Step:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One rule's part in a decision: what it found at that moment.
+
+    ``outcome``: passed (nothing to do), matched, found, away, offline, busy, deputy,
+    decided (it settled the call), skipped (nothing to check yet or any more)."""
+
+    rule: str
+    outcome: str
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"rule": self.rule, "outcome": self.outcome, "detail": self.detail}
+
+
+@dataclass(frozen=True, slots=True)
+class Fallback:
+    """A deputy the dialplan dials when the first dial ends in one of ``on``
+    (DIALSTATUS values: BUSY, NOANSWER, CHANUNAVAIL)."""
+
+    extension: str
+    dial: str
+    on: tuple[str, ...]
+
+
 @dataclass(slots=True)
 class Decision:
     """Where a call goes, and why.
 
     :param dial: the Dial() string to ring, empty to send the call back to its scenario.
     :param manager: the chosen manager's extension (or external number), if any.
+    :param deputy: the deputy ``dial`` rings instead of the manager, if any.
+    :param fallback: the deputy to ring when ringing the manager fails, if any.
     """
 
     status: Status
@@ -171,8 +201,13 @@ class Decision:
     reason: str = ""
     steps: list[Step] = field(default_factory=list)
     lookup_ms: float = 0.0
+    rule: str = ""  # the rule that decided (blocked, vip, lookup, hours, presence, deputy)
+    checks: list[Check] = field(default_factory=list)
+    deputy: str = ""  # the deputy dialled instead of the manager
+    fallback: Fallback | None = None
 
     def as_dict(self) -> dict[str, object]:
+        fallback = self.fallback
         return {
             "status": self.status.value,
             "number": self.number,
@@ -183,4 +218,12 @@ class Decision:
             "reason": self.reason,
             "lookup_ms": round(self.lookup_ms, 3),
             "steps": [step.as_dict() for step in self.steps],
+            "rule": self.rule,
+            "deputy": self.deputy,
+            "fallback": (
+                {"deputy": fallback.extension, "dial": fallback.dial, "on": list(fallback.on)}
+                if fallback
+                else None
+            ),
+            "checks": [check.as_dict() for check in self.checks],
         }

@@ -128,8 +128,8 @@ async def start_daemon() -> AsyncIterator[Callable[..., Any]]:
     """Start daemons that are stopped at the end of the test."""
     running: list[Daemon] = []
 
-    async def start(config: Config, *, wait_login: bool = True) -> Daemon:
-        daemon = Daemon(config)
+    async def start(config: Config, *, wait_login: bool = True, **options: Any) -> Daemon:
+        daemon = Daemon(config, **options)
         await daemon.start()
         running.append(daemon)
         if wait_login:

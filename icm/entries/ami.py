@@ -64,6 +64,8 @@ class AmiEntry(Entry):
         self._late = Throttled(log, interval_s=5.0)
         # Tokens whose outcome was counted: the dialplan may report an outcome twice.
         self._outcomes: collections.OrderedDict[str, None] = collections.OrderedDict()
+        # Told (uniqueid, extension) when the dialplan reports a deputy took the call.
+        self.on_deputy: Callable[[str, str], None] | None = None
 
     @property
     def in_flight(self) -> int:
@@ -74,6 +76,9 @@ class AmiEntry(Entry):
         if kind == "ICMRoute":
             self._on_route(message)
         elif kind == "ICMResult":
+            deputy = message.get("icmdeputy")
+            if deputy.isdigit() and len(deputy) <= 10 and self.on_deputy is not None:
+                self.on_deputy(message.get("uniqueid"), deputy)
             token = message.get("icmtoken")
             if token in self._outcomes:
                 return
