@@ -122,8 +122,9 @@ async def test_a_busy_deputy_is_passed_over(pbx, icm):
 
 
 async def test_busy_at_dial_time_falls_to_the_deputy_in_the_same_call(pbx, icm):
-    # The daemon has not heard the phone is busy (no device state event): Dial says so.
-    pbx.devices["SIP/101"] = "INUSE"
+    # The daemon has not heard the phone is busy (no device state event): Dial says so
+    # (BUSY: the phone refuses, 486; one merely in use would ring, call waiting).
+    pbx.devices["SIP/101"] = "BUSY"
     placed = await call(pbx)
     assert placed.dials == [("SIP/101", "BUSY"), ("SIP/102", "ANSWER")]
     assert (placed.status, placed.variables["ICM_DEPUTY"]) == ("ANSWERED", "102")
@@ -175,7 +176,7 @@ async def test_a_deputy_who_does_not_answer_either_ends_with_his_status(
     )
     daemon = await start_daemon(config, clock=Clock(MON_NOON))
     await daemon.store.learn(CLIENT, "101", time.time())
-    pbx.devices["SIP/101"] = "INUSE"  # busy at dial time; the daemon has not heard
+    pbx.devices["SIP/101"] = "BUSY"  # refuses at dial time; the daemon has not heard
     placed = await call(pbx)
     assert placed.dials == [("SIP/101", "BUSY"), ("SIP/102", "NOANSWER")]  # one fallback
     assert (placed.status, placed.variables["ICM_DIALSTATUS"]) == ("NOANSWER", "NOANSWER")
@@ -251,7 +252,7 @@ async def test_without_presence_in_the_order_busy_is_found_by_dialling(
         rules_config(make_config, pbx, rules={"order": order}), clock=Clock(MON_NOON)
     )
     await daemon.store.learn(CLIENT, "101", time.time())
-    pbx.set_device("SIP/101", "INUSE")
+    pbx.set_device("SIP/101", "BUSY")  # DND: the phone refuses (486)
     await until(lambda: daemon.presence.state("101").value == "busy")
     placed = await call(pbx)
     assert placed.dials == [("SIP/101", "BUSY"), ("SIP/102", "ANSWER")]
@@ -263,7 +264,7 @@ async def test_without_presence_in_the_order_busy_is_found_by_dialling(
 @pytest.mark.parametrize("fallback", [False, True])
 async def test_a_deputys_conversation_does_not_become_the_binding(pbx, icm, fallback):
     if fallback:
-        pbx.devices["SIP/101"] = "INUSE"  # busy found by dialling: the fallback deputy
+        pbx.devices["SIP/101"] = "BUSY"  # busy found by dialling: the fallback deputy
     else:
         icm.test_clock.at = MON_NIGHT  # away: the deputy dialled directly
     placed = await call(pbx)
