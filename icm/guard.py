@@ -23,8 +23,9 @@ the router cannot tell the difference except by the answers being faster:
   cache for the next call, and counts by what the CRM did. At the end of its time the
   lookup has failed, counted before the router reports the timeout.
   A request is only sent while it leaves the CRM three times its usual answer time (at
-  most a third of its timeout; :mod:`connectors._http_client`), so a lookup that runs out
-  of time had a request the CRM left unanswered: the CRM's failure, not ICM's queue.
+  most a third of its timeout; :mod:`connectors._http_client`) before then, so a lookup
+  that runs out of time had a request the CRM left unanswered: the CRM's failure, not
+  ICM's queue.
 
 The breaker is written here rather than taken from a library: see README's dependency
 section (purgatory counts a cancelled call as a failure or a success, never neither).
