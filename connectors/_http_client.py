@@ -245,7 +245,8 @@ class HttpClient:
         if params:
             url = url.update_query(params)
         if self.limiter is not None and limited:
-            await self.limiter.acquire(scope, by=self._send_by())
+            wait_by, send_by = self._send_by()
+            await self.limiter.acquire(scope, by=wait_by, last=send_by)
         timeout_s = timeout_s or self.timeout_s
         # aiohttp already sends an idempotent method (GET) twice on a dropped connection.
         if not idempotent or method in _RETRIED_BY_AIOHTTP:
@@ -261,18 +262,24 @@ class HttpClient:
                 return await self._send(method, url, json_body, form, headers, timeout_s)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _send_by(self) -> float | None:
-        """When a request must go at the latest to be of use: early enough to leave the
-        CRM three times its usual answer time (at most a third of its timeout) before the
-        caller stops waiting. A request sent is thus always given time to answer, and one
-        the CRM leaves unanswered is the CRM's failure; one that cannot go in time is not
-        sent at all."""
-        by = current().by
-        if by is None:
-            return None
+    def _send_by(self) -> tuple[float | None, float | None]:
+        """(until when to wait for a request's slot, until when to send it at all).
+
+        * Sent at all only while it leaves the CRM three times its usual answer time (at
+          most a third of the timeout) before the lookup's own time is up: a request the
+          CRM leaves unanswered is then the CRM's failure, not ICM's lateness.
+        * Waited for only while the CRM, answering in its usual time, would answer before
+          the caller stops waiting: a slot that comes later would serve nobody.
+        """
+        asker = current()
+        if asker.by is None:
+            return None, None
         most = self.timeout_s * _ON_THE_WIRE
         usual = self._usual_s
-        return by - (most if usual is None else min(most, max(_LEAST_S, 3 * usual)))
+        reserve = most if usual is None else min(most, max(_LEAST_S, 3 * usual))
+        end = asker.timeout_at if asker.timeout_at is not None else asker.by
+        send_by = end - reserve
+        return min(asker.by - (usual or 0.0), send_by), send_by
 
     def _answered_in(self, seconds: float) -> None:
         """Note how long the CRM took to answer (a moving average)."""

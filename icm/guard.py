@@ -23,8 +23,9 @@ the router cannot tell the difference except by the answers being faster:
   cache for the next call, and counts by what the CRM did. At the end of its time the
   lookup has failed, counted before the router reports the timeout.
   A request is only sent while it leaves the CRM three times its usual answer time (at
-  most a third of its timeout; :mod:`connectors._http_client`), so a lookup that runs out
-  of time had a request the CRM left unanswered: the CRM's failure, not ICM's queue.
+  most a third of its timeout; :mod:`connectors._http_client`) before then, so a lookup
+  that runs out of time had a request the CRM left unanswered: the CRM's failure, not
+  ICM's queue.
 
 The breaker is written here rather than taken from a library: see README's dependency
 section (purgatory counts a cancelled call as a failure or a success, never neither).
@@ -53,6 +54,7 @@ from icm.sources import (
     SourceContext,
     SourceSettings,
     SourceSkipped,
+    SourceThrottled,
     SourceTimeout,
 )
 from icm.store import StoreError
@@ -182,19 +184,33 @@ class GuardedSource:
         if hit:
             return answer
         flight = self._inflight.get(number)
-        if flight is None:
-            reason = self.breaker.check()
-            if reason is not None:
-                raise SourceSkipped(self.name, reason)
-            loop = asyncio.get_running_loop()
-            until = current().timeout_at or loop.time() + self.settings.timeout_ms / 1000
-            flight = _Flight(loop.create_future(), until)
-            flight.waiter.add_done_callback(_retrieve)
-            self._inflight[number] = flight
-            task = asyncio.create_task(self._fetch(number, flight), name=f"{self.name}-lookup")
-            flight.task = task
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        try:
+            return await self._join(number, flight or self._take_off(number))
+        except SourceThrottled:
+            # A lookup begun for an earlier call had no request slot in that call's
+            # time; this call may have more: its own lookup, once.
+            mine = current().by
+            if flight is None or flight.by is None or (mine is not None and mine <= flight.by):
+                raise
+            return await self._join(number, self._inflight.get(number) or self._take_off(number))
+
+    def _take_off(self, number: str) -> _Flight:
+        reason = self.breaker.check()
+        if reason is not None:
+            raise SourceSkipped(self.name, reason)
+        loop = asyncio.get_running_loop()
+        asker = current()
+        until = asker.timeout_at or loop.time() + self.settings.timeout_ms / 1000
+        flight = _Flight(loop.create_future(), until, asker.by)
+        flight.waiter.add_done_callback(_retrieve)
+        self._inflight[number] = flight
+        task = asyncio.create_task(self._fetch(number, flight), name=f"{self.name}-lookup")
+        flight.task = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return flight
+
+    async def _join(self, number: str, flight: _Flight) -> Answer | None:
         try:
             return await asyncio.shield(flight.waiter)
         except asyncio.CancelledError:
@@ -357,6 +373,7 @@ class _Flight:
 
     waiter: asyncio.Future[Answer | None]
     until: float
+    by: float | None  # when the call it began for stops waiting
     task: asyncio.Task[None] | None = None
     settled: bool = False  # counted by the breaker already
 

@@ -209,10 +209,13 @@ class RateLimiter:
         self.refused = 0
         self._promised = 0  # later requests of the lookups admitted, not yet asked for
 
-    async def acquire(self, scope: str = "", *, by: float | None = None) -> None:
+    async def acquire(
+        self, scope: str = "", *, by: float | None = None, last: float | None = None
+    ) -> None:
         """Wait for a request's slot.
 
         :param by: loop time the slot must come by (else the :func:`current` asker's).
+        :param last: a slot free at once may still be taken until then (default ``by``).
         :raises SourceSkipped: while paused after the CRM's own "too many requests".
         :raises SourceThrottled: no slot by then (nothing was sent).
         """
@@ -233,6 +236,8 @@ class RateLimiter:
             more = max(0, plan.requests - 1)
             ahead += self._promised + more
         eta = self.slots.eta(now, ahead)
+        if eta <= now and by is not None and last is not None and now <= last:
+            by = max(by, now)  # free now, and still of use: no reason to refuse it
         if by is not None and eta > by:
             self._drop_empty(asker)
             self.refused += 1

@@ -245,3 +245,19 @@ async def test_forbidden_pauses_the_source(tmp_path, amo, sqlite_store):
     assert steps(second) == [("amocrm", "skipped")] and "paused after 403" in (
         second.steps[0].detail
     )
+
+
+async def test_a_crm_slower_than_the_budget_is_still_asked(tmp_path, amo, sqlite_store):
+    """The CRM answers in 0.4 s, the budget is 0.2 s: each call is cut (TIMEOUT), and the
+    request still goes when a slot is free, so the answer fills the cache for the next
+    call. Knowing the CRM is slow must not stop ICM from asking it at all."""
+    amo.add_contact(101, ["+79161234567"], 5550001)
+    cfg = config(tmp_path, amo, {"timeout_ms": 3000, "entities": ["contacts"]})
+    async with running(cfg, sqlite_store) as router:
+        amo.delay = 0.4
+        for number in ("+79031234567", "+79031234568", CLIENT):
+            decision = await route(router, number, budget=0.2)
+            assert decision.status is Status.TIMEOUT, decision.steps
+            await asyncio.sleep(0.5)  # the lookup goes on and is answered meanwhile
+        assert len(amo.calls("/api/v4/contacts")) == 3
+        assert (await route(router, budget=0.2)).manager == "101"  # from the cache

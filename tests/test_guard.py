@@ -9,7 +9,8 @@ import pytest
 
 from icm.guard import CircuitBreaker, GuardedSource, RemoteSourceSettings, cache_key
 from icm.model import Answer, Status
-from icm.sources import SourceContext, SourceError, SourceSkipped
+from icm.ratelimit import RateLimiter, asking
+from icm.sources import SourceContext, SourceError, SourceSkipped, SourceThrottled
 from icm.store import SqliteStore
 
 from .crm_fakes import FakeAmoCrm, FakeBitrix24
@@ -281,3 +282,32 @@ async def test_parallel_cancels_what_is_not_needed(tmp_path, sqlite_store):
             assert time.perf_counter() - started < 0.3
     assert steps(decision) == [("amocrm", "answered"), ("bitrix24", "not-needed")]
     assert decision.steps[1].detail == "a source above answered first"
+
+
+async def test_a_call_joining_a_lookup_throttled_for_an_earlier_call_gets_its_own(
+    sqlite_store,
+):
+    """One lookup in flight per number, begun for the first call: it had no request slot
+    within that call's time. A second call waiting on it, with more time, is not told
+    "rate-limited" for the first one's sake: it gets a lookup of its own."""
+    limiter = RateLimiter("scripted", rate_per_s=2)
+
+    class Limited(Scripted):
+        async def lookup(self, number):
+            self.asked += 1
+            await limiter.acquire()  # by when the call that began the lookup stops waiting
+            return Answer(extension="101")
+
+    source = Limited(None)
+    guard = guarded(source, sqlite_store)
+    await limiter.acquire()  # the next slot is half a second away
+    now = asyncio.get_running_loop().time()
+    with asking(by=now + 0.1):
+        first = asyncio.create_task(guard.lookup(CLIENT))
+    with asking(by=now + 5):
+        second = asyncio.create_task(guard.lookup(CLIENT))
+    with pytest.raises(SourceThrottled, match="rate-limited locally"):
+        await first
+    assert (await second).extension == "101"
+    assert source.asked == 2 and guard.breaker.failures == 0
+    await guard.close()
