@@ -105,7 +105,12 @@ class Daemon:
         claim = self.claims.route if self.claims else None
         self.entry = AmiEntry(self.ami, current, metrics=self.metrics, claim=claim)
         self.connections = ConnectionBudget()
-        self.http_entry = HttpEntry(current, metrics=self.metrics, connections=self.connections)
+        self.http_entry = HttpEntry(
+            current,
+            metrics=self.metrics,
+            connections=self.connections,
+            key=config.http.token.get_secret_value(),
+        )
         # HTTP and AGI connections share what the descriptor limit leaves beside AMI.
         self.agi = AgiEntry(config.agi, current, metrics=self.metrics, budget=self.connections)
         self.learner: Learner | None = None
@@ -351,6 +356,9 @@ class Daemon:
         published = {"ICM_WAIT": f"{wait:.2f}"}
         if self.config.http.enabled:
             published["ICM_URL"] = f"http://{_reachable(self.config.http.listen, self.http.port)}"
+            key = self.config.http.token.get_secret_value()
+            if key:  # the shipped [icm-curl] context sends it as key=
+                published["ICM_HTTP_KEY"] = key
         if self.config.agi.enabled:
             published["ICM_AGI_URL"] = (
                 f"agi://{_reachable(self.config.agi.listen, self.agi.port)}/route"

@@ -14,6 +14,7 @@ An empty ``number`` is a hidden caller ID (``ANONYMOUS``); a missing one is a 40
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 from collections.abc import Callable
 
@@ -47,8 +48,10 @@ class HttpEntry(Entry):
         *,
         metrics: Metrics,
         connections: ConnectionBudget | None = None,
+        key: str = "",
     ) -> None:
         super().__init__(current, metrics=metrics)
+        self.key = key  # http.token: what the key= query parameter must be, if set
         self.connections = connections or ConnectionBudget()
         self.deciding = 0
         self._shed = Throttled(log)
@@ -61,6 +64,10 @@ class HttpEntry(Entry):
             return self._failed("internal error (see the daemon's log)")
 
     async def _route(self, request: web.Request) -> web.Response:
+        if self.key and not hmac.compare_digest(
+            request.query.get("key", "").encode(), self.key.encode()
+        ):
+            return _empty(403, "the key query parameter is wrong or missing (http.token)")
         if "number" not in request.query:
             return _empty(400, "the number query parameter is missing")
         number = request.query["number"]
