@@ -75,7 +75,10 @@ async def test_forget_drops_the_cached_answer(tmp_path, amo, sqlite_store, capsy
             while await sqlite_store.get(cache_key("amocrm", CLIENT)) is None:
                 await asyncio.sleep(0.01)
     path = tmp_path / "icm.toml"
-    path.write_text(f'[store]\nurl = "{tmp_path / "icm.db"}"\n', encoding="utf-8")
+    path.write_text(
+        f'[routing]\nextensions = ["101"]\n[store]\nurl = "{tmp_path / "icm.db"}"\n',
+        encoding="utf-8",
+    )
     assert await asyncio.to_thread(cli.main, ["forget", "8 916 123-45-67", "-c", str(path)]) == 0
     out = capsys.readouterr().out
     assert out == "+79161234567: nothing learned; cached answers dropped: amocrm\n"
