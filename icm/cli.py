@@ -221,7 +221,8 @@ def _reload(args: argparse.Namespace) -> int:
     host = "127.0.0.1" if host in ("0.0.0.0", "") else host
     url = f"http://{host if ':' not in host else f'[{host}]'}:{port}/-/reload"
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=10) as r:
+        reload = urllib.request.Request(url, method="POST", headers={"X-ICM-Reload": "yes"})
+        with urllib.request.urlopen(reload, timeout=10) as r:
             print(r.read().decode().strip())
             return 0
     except urllib.error.HTTPError as exc:

@@ -50,6 +50,7 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 _HOST_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
 _HOSTNAME = re.compile(rf"{_HOST_LABEL}(?:\.{_HOST_LABEL})*\.?")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_HTTP_KEY = re.compile(r"[A-Za-z0-9._~\-]{16,128}")
 _KERNEL_FILE_SYSTEMS = ("proc", "sys", "dev")
 MAX_CONFIG_BYTES = 1024 * 1024  # a configuration file is a few KiB
 
@@ -247,11 +248,40 @@ def _listen_address(listen: str) -> str:
 ListenAddress = Annotated[str, AfterValidator(_listen_address)]
 
 
+def _host_name(name: str) -> str:
+    name = name.lower().rstrip(".")
+    if len(name) > 253 or not _HOSTNAME.fullmatch(name):
+        raise ValueError(f"{name!r} is not a host name (expected e.g. 'pbx.example.com')")
+    return name
+
+
+HostName = Annotated[str, AfterValidator(_host_name)]
+
+
 class HttpSettings(_Section):
     """``[http]``: the HTTP side (metrics, health, the /route entry)."""
 
     listen: ListenAddress = "127.0.0.1:9180"
     enabled: bool = True
+    # Host names requests may carry besides IP addresses and localhost: any other Host
+    # header is refused (DNS rebinding from a browser on the box).
+    hosts: list[HostName] = []
+    # Optional: a key /route requires (query parameter key=); the shipped [icm-curl]
+    # context sends the global ICM_HTTP_KEY, which the daemon sets.
+    token: SecretRef = SecretRef(env="ICM_HTTP_TOKEN")
+    optional_secrets: ClassVar[frozenset[str]] = frozenset({"token"})
+
+    def secrets(self) -> dict[str, str]:
+        return {"token": "the HTTP key"}
+
+    def check_secrets(self) -> dict[str, str]:
+        key = self.token.get_secret_value()
+        if key and not _HTTP_KEY.fullmatch(key):
+            return {
+                self.token.key("token"): "not a usable key (expected 16 to 128 letters, "
+                "digits and - . _ ~, e.g. from `openssl rand -hex 16`)"
+            }
+        return {}
 
 
 class AgiSettings(_Section):
@@ -485,7 +515,7 @@ def _with_secrets(
 ) -> Config:
     """Read the secrets: the store's password (if it has one), the AMI secret, and those
     of the active sources (the others may lack theirs)."""
-    sections: dict[str, _Section] = {"store": config.store}
+    sections: dict[str, _Section] = {"store": config.store, "http": config.http}
     if ami:
         sections["ami"] = config.ami
     update: dict[str, Any] = {}

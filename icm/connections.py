@@ -20,6 +20,8 @@ import asyncio
 import errno
 import logging
 import resource
+import socket
+import struct
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -34,6 +36,8 @@ RESERVE_FDS = 128  # descriptors never given to HTTP or AGI connections
 MAX_CONNECTIONS = 4096  # HTTP and AGI connections at once, whatever the limit
 HTTP_CONNECTION_S = 10.0  # an HTTP connection's whole life, keep-alive included
 HTTP_IDLE_S = 5.0  # an idle keep-alive HTTP connection
+LISTEN_BACKLOG = 4096  # the kernel caps it at net.core.somaxconn
+ACCEPT_BATCH = 32  # connections accepted in one turn of the loop
 _OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
@@ -64,6 +68,8 @@ class ConnectionBudget:
         self.limit = limit
         self.open = 0
         self.refused = 0
+        self.shed = 0  # connections closed unread while the HTTP entry was overloaded
+        self.overloaded: Callable[[], bool] = lambda: False
         self._log = Throttled(log)
         # When each HTTP connection was accepted, until its first request is read: a
         # request waits in the loop's queue before its handler runs, and that counts
@@ -73,12 +79,16 @@ class ConnectionBudget:
     def accepted(self, transport: object, at: float) -> None:
         self._accepted[transport] = at
 
-    def first_seen(self, transport: object | None, now: float) -> float:
-        """When the request on ``transport`` arrived: its connection's accept time for the
-        first request on it, ``now`` for the next ones (keep-alive)."""
+    def first_seen(self, transport: asyncio.BaseTransport | None, now: float) -> float:
+        """When the request on ``transport`` arrived: when the kernel received its last
+        bytes (it may have waited in the listen queue before the loop accepted it, and in
+        the loop's queue after), else its connection's accept time for the first request
+        on it, else ``now``."""
         if transport is None:
             return now
-        return min(now, self._accepted.pop(transport, now))
+        accepted = self._accepted.pop(transport, now)
+        idle = _since_last_data(transport)
+        return min(now, accepted) if idle is None else min(now, now - idle)
 
     def take(self, entry: str) -> bool:
         """One more connection, if the budget allows it."""
@@ -95,18 +105,53 @@ class ConnectionBudget:
         self.open -= 1
 
 
+def _since_last_data(transport: asyncio.BaseTransport) -> float | None:
+    """Seconds since the kernel last received data on this TCP connection (Linux
+    ``TCP_INFO.tcpi_last_data_recv``), or None where that is not known."""
+    sock = transport.get_extra_info("socket")
+    if sock is None or not hasattr(socket, "TCP_INFO"):
+        return None
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SIZE)
+    except OSError:
+        return None
+    if len(info) < _LAST_DATA_RECV + 4:
+        return None
+    (milliseconds,) = struct.unpack_from("I", info, _LAST_DATA_RECV)
+    return float(milliseconds / 1000)
+
+
+# struct tcp_info: 8 bytes of u8 fields, then u32 rto, ato, snd_mss, rcv_mss, unacked,
+# sacked, lost, retrans, fackets, last_data_sent, last_ack_sent, last_data_recv.
+_LAST_DATA_RECV = 8 + 11 * 4
+_TCP_INFO_SIZE = 104
+
+
 class _Guarded(asyncio.Protocol):
     """An aiohttp connection within the budget and its time limit: every protocol
     callback is passed to aiohttp's own handler."""
 
-    def __init__(self, budget: ConnectionBudget, handler: Any, lifetime_s: float) -> None:
+    def __init__(
+        self,
+        budget: ConnectionBudget,
+        handler: Any,
+        lifetime_s: float,
+        overloaded: Callable[[], bool],
+    ) -> None:
         self._budget = budget
+        self._overloaded = overloaded
         self._handler = handler
         self._lifetime = lifetime_s
         self._timer: asyncio.TimerHandle | None = None
         self._counted = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._overloaded():
+            # Shed at the cheapest point: no parsing, no answer (the dialplan reads an
+            # empty body as TIMEOUT), the descriptor back at once.
+            self._budget.shed += 1
+            transport.abort()  # type: ignore[attr-defined]
+            return
         if not self._budget.take("HTTP"):
             transport.abort()  # type: ignore[attr-defined]
             return
@@ -161,12 +206,21 @@ class GatedSite(web.TCPSite):
         budget, lifetime = self._budget, self._lifetime
 
         def guarded() -> asyncio.Protocol:
-            return _Guarded(budget, server(), lifetime)
+            return _Guarded(budget, server(), lifetime, budget.overloaded)
 
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            guarded, self._host, self._port, backlog=self._backlog
-        )
+        family = socket.AF_INET6 if ":" in (self._host or "") else socket.AF_INET
+        listening = socket.create_server((self._host, self._port), family=family)
+        try:
+            # asyncio accepts up to ``backlog`` connections in one go, each then set up
+            # in the loop: small batches, so that AMI is read between them under a flood.
+            self._server = await loop.create_server(guarded, sock=listening, backlog=ACCEPT_BATCH)
+        except BaseException:
+            listening.close()
+            raise
+        # ...while the kernel keeps a deep queue: a burst waits there (TCP_INFO still
+        # tells each request's age) rather than having its handshakes dropped.
+        listening.listen(LISTEN_BACKLOG)
         sockets = self._server.sockets
         self._bound_port = sockets[0].getsockname()[1] if sockets else self._port
 

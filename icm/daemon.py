@@ -40,6 +40,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any
 
+from aiohttp import web
+
 from icm import __version__
 from icm.ami.client import AmiActionError, AmiClient, AmiError
 from icm.ami.frames import Message
@@ -67,6 +69,8 @@ MAINTENANCE_S = 300.0  # how often stale calls are swept and old learned binding
 HEALTH_S = 2.0  # how often the store is checked
 # Sections a reload cannot change in a running daemon (they need a restart).
 RESTART_ONLY = ("ami", "store", "http", "agi")
+RELOAD_INTERVAL_S = 2.0  # POST /-/reload at most this often
+RELOAD_HEADER = "X-ICM-Reload"  # what `icm reload` sends; no browser sends it unasked
 ABORT_S = 3.0  # how long a failed start-up waits for the parts already started to stop
 
 
@@ -115,7 +119,12 @@ class Daemon:
         claim = self.claims.route if self.claims else None
         self.entry = AmiEntry(self.ami, current, metrics=self.metrics, claim=claim)
         self.connections = ConnectionBudget()
-        self.http_entry = HttpEntry(current, metrics=self.metrics, connections=self.connections)
+        self.http_entry = HttpEntry(
+            current,
+            metrics=self.metrics,
+            connections=self.connections,
+            key=config.http.token.get_secret_value(),
+        )
         # HTTP and AGI connections share what the descriptor limit leaves beside AMI.
         self.agi = AgiEntry(config.agi, current, metrics=self.metrics, budget=self.connections)
         self.learner: Learner | None = None
@@ -152,6 +161,7 @@ class Daemon:
         self._stack = contextlib.AsyncExitStack()
         self._reloading = asyncio.Lock()
         self._reloads: set[asyncio.Task[list[str]]] = set()  # SIGHUP reloads under way
+        self._next_http_reload = 0.0
         self.store_ok = False
         self.resyncs = 0  # completed presence resynchronisations (one per login)
 
@@ -314,9 +324,23 @@ class Daemon:
             await old.close()
         return []
 
-    async def _reload_over_http(self, request: object) -> object:
-        from aiohttp import web
-
+    async def _reload_over_http(self, request: web.Request) -> web.Response:
+        """``POST /-/reload``, as ``icm reload`` sends it. A web page can make a browser
+        send a "simple" request (form or text body, no header of its own) to any address:
+        such requests, and any with an ``Origin``, are refused; reloads (each costs the
+        CRMs a user-map request) are at most one per RELOAD_INTERVAL_S."""
+        refusal = _reload_refusal(request)
+        if refusal:
+            return web.Response(status=403, text=refusal + "\n")
+        now = time.monotonic()
+        if now < self._next_http_reload:
+            wait = self._next_http_reload - now
+            return web.Response(
+                status=429,
+                text=f"reloaded less than {RELOAD_INTERVAL_S:.0f} s ago: try again\n",
+                headers={"Retry-After": str(max(1, round(wait)))},
+            )
+        self._next_http_reload = now + RELOAD_INTERVAL_S
         problems = await self.reload()
         if problems:
             return web.Response(status=400, text="\n".join(problems) + "\n")
@@ -397,6 +421,9 @@ class Daemon:
         published = {"ICM_WAIT": f"{wait:.2f}"}
         if self.config.http.enabled:
             published["ICM_URL"] = f"http://{_reachable(self.config.http.listen, self.http.port)}"
+            key = self.config.http.token.get_secret_value()
+            if key:  # the shipped [icm-curl] context sends it as key=
+                published["ICM_HTTP_KEY"] = key
         if self.config.agi.enabled:
             published["ICM_AGI_URL"] = (
                 f"agi://{_reachable(self.config.agi.listen, self.agi.port)}/route"
@@ -443,6 +470,20 @@ async def _listen(section: str, listen: str, start: Callable[[], Awaitable[None]
         await start()
     except OSError as exc:
         raise StartError(f"[{section}] listen = {listen!r}: {exc.strerror or exc}") from None
+
+
+def _reload_refusal(request: web.Request) -> str:
+    """Why a reload request may come from a web page rather than ``icm reload``."""
+    if "Origin" in request.headers or request.headers.get("Sec-Fetch-Site", "none") != "none":
+        return "refused: a request from a web page (Origin)"
+    if request.content_type in _SIMPLE_TYPES or request.can_read_body:
+        return "refused: a reload request has no body"
+    if RELOAD_HEADER not in request.headers:
+        return f"refused: no {RELOAD_HEADER} header (use `icm reload`)"
+    return ""
+
+
+_SIMPLE_TYPES = ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data")
 
 
 def _ignore(uniqueid: str, conversations: list[object]) -> None:

@@ -3,9 +3,10 @@ alive) and ``/readyz`` (it can route calls: logged in to AMI, store open)."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -15,11 +16,13 @@ from icm.config import HttpSettings, split_host_port
 from icm.connections import HTTP_IDLE_S, ConnectionBudget, GatedSite
 from icm.logs import Throttled
 from icm.metrics import Metrics
+from icm.numbers import is_digits
 from icm.safetext import shown
 
 log = logging.getLogger(__name__)
 
 Readiness = Callable[[], dict[str, object]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class HttpServer:
@@ -40,7 +43,8 @@ class HttpServer:
         self.budget = budget or ConnectionBudget()
         self.metrics = metrics
         self.readiness = readiness
-        self.app = web.Application()
+        self.app = web.Application(middlewares=[self._known_hosts])
+        self._hosts = frozenset(["localhost", *settings.hosts])
         self.app.router.add_get("/metrics", self._metrics)
         self.app.router.add_get("/healthz", self._healthz)
         self.app.router.add_get("/readyz", self._readyz)
@@ -67,6 +71,38 @@ class HttpServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    @web.middleware
+    async def _known_hosts(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Only requests addressed to this machine by address, as localhost, or by a name
+        in ``http.hosts``: a page in a browser on the box that got a name of its own
+        resolved to 127.0.0.1 (DNS rebinding) sends that name, and is refused."""
+        host = request.headers.get("Host")
+        if host is not None and not self.known_host(host):
+            return web.Response(
+                status=421, text="", headers={"X-ICM-Error": "unknown host name (http.hosts)"}
+            )
+        return await handler(request)
+
+    def known_host(self, host: str) -> bool:
+        """Whether a Host header names this daemon: an IP address, localhost, or one of
+        ``http.hosts``, with or without a port."""
+        if host.startswith("["):
+            name, _, rest = host[1:].partition("]")
+            if rest and not (rest.startswith(":") and is_digits(rest[1:])):
+                return False
+        else:
+            name, sep, port = host.rpartition(":")
+            if not sep or not is_digits(port):
+                name = host
+        name = name.lower().rstrip(".")
+        if name in self._hosts:
+            return True
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            return False
+        return True
 
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(
