@@ -22,5 +22,6 @@ WORKDIR /var/lib/icm
 ENV ICM_CONFIG=/etc/icm/icm.toml PYTHONUNBUFFERED=1
 EXPOSE 9180
 HEALTHCHECK --interval=30s --timeout=3s CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9180/healthz', timeout=2)"
-ENTRYPOINT ["icm"]
+# umask 077: the database (it holds OAuth tokens) and anything else written stays private.
+ENTRYPOINT ["/bin/sh", "-c", "umask 077 && exec icm \"$@\"", "icm"]
 CMD ["run"]

@@ -12,6 +12,7 @@ number, so each teaches the daemon one binding (a SQLite write).
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Iterator
 
 from simpbx.ami_server import frame
@@ -40,8 +41,12 @@ def _snapshot(prefix: str, channel: str, number: str, uid: str, linked: str, sta
     ]
 
 
-def call(n: int, *, at: float = 1_700_000_000.0) -> list[bytes]:
-    """The twelve events of call ``n`` (caller +7916…, manager 101-120)."""
+def call(n: int, *, at: float | None = None) -> list[bytes]:
+    """The twelve events of call ``n`` (caller +7916…, manager 101-120), starting at
+    ``at`` (default: two minutes ago; the daemon takes a Timestamp further than five
+    minutes from its own clock as "now", and a call would then last no time at all)."""
+    if at is None:
+        at = time.time() - 120
     number = f"8916{n % 10_000_000:07d}"
     manager = MANAGERS[n % len(MANAGERS)]
     uid, callee_uid = f"1700000000.{2 * n}", f"1700000000.{2 * n + 1}"

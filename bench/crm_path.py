@@ -53,7 +53,7 @@ from icm.snapshot import build_sources, source_context  # noqa: E402
 from icm.store import SqliteStore, Store  # noqa: E402
 from tests.crm_fakes import FakeAmoCrm, FakeBitrix24  # noqa: E402
 
-AMO_PACE_S = 1 / 6.5  # just under amoCRM's 7 requests/s
+AMO_PACE_S = 1.2 / 7  # just under amoCRM's 7 requests/s as ICM keeps it (7 in 1.15 s)
 KNOWN = "+79031234567"  # Bitrix24 knows him, amoCRM does not
 
 

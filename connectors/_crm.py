@@ -20,16 +20,19 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any, ClassVar, Generic, TypeVar, cast, get_args
 
 from pydantic import AfterValidator
 
 from connectors._auth import Credentials, FixedToken
 from connectors._http_client import HttpClient, HttpSourceSettings, Reply
+from connectors._mirror import Entry, Mirror
 from connectors._oauth import Refresh, TokenKeeper
 from connectors._users import CrmUser, UserMap
 from icm.model import Answer
+from icm.ratelimit import planning
 from icm.secrets import SecretRef
 from icm.sources import SourceContext, SourceRateLimited, SourceSettings
 
@@ -45,6 +48,19 @@ class Record:
     id: str
     data: Mapping[str, Any]
     updated: float = 0.0
+
+
+def iso_time(value: object) -> float:
+    """An ISO 8601 date-time as CRMs write it (``2026-01-01T10:00:00+03:00``, or inside
+    ``{"value": ...}``) as Unix time; 0 if there is none."""
+    if isinstance(value, Mapping):
+        value = value.get("value")
+    if not isinstance(value, str) or not value:
+        return 0.0
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
 
 
 def latest(records: list[Record]) -> Record:
@@ -76,6 +92,11 @@ class CrmSource(ABC, Generic[S]):
     remote: ClassVar[bool] = True
     # What the CRM calls its users, in explanations ("responsible employee 12").
     user_label: ClassVar[str] = "user"
+    # Requests one lookup of a known caller makes: a burst lets a lookup begin only when
+    # they can all go in time.
+    requests_per_lookup: ClassVar[int] = 1
+    # The entity kinds the CRM can keep a mirror of (see :meth:`changed`).
+    mirrored: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, settings: SourceSettings, context: SourceContext) -> None:
         if not isinstance(settings, self.Settings):
@@ -93,6 +114,16 @@ class CrmSource(ABC, Generic[S]):
         self.users = UserMap(
             self.name, self.settings.users_refresh_s, self.fetch_users, metrics=context.metrics
         )
+        self.mirror: Mirror | None = None
+        if getattr(self.settings, "mirror", False) and self.mirrored:
+            kinds = [k for k in getattr(self.settings, "entities", ()) if k in self.mirrored]
+            self.mirror = Mirror(
+                self.name,
+                kinds,
+                self.changed,
+                interval_s=float(getattr(self.settings, "mirror_refresh_s", 60.0)),
+                metrics=context.metrics,
+            )
 
     # What each CRM writes.
 
@@ -121,6 +152,11 @@ class CrmSource(ABC, Generic[S]):
     def answer(self, record: Record) -> Answer | None:
         """Who is responsible for ``record`` (see :meth:`responsible`)."""
 
+    async def changed(self, kind: str, since: float | None) -> list[Entry]:
+        """The records of ``kind`` updated since ``since`` (every one if None), for the
+        mirror; a CRM that lists ``mirrored`` kinds writes it."""
+        raise NotImplementedError
+
     def sign(self, token: str, request: dict[str, Any]) -> dict[str, Any]:
         """A request carrying ``token``: by default as a bearer token."""
         if not token:
@@ -139,8 +175,12 @@ class CrmSource(ABC, Generic[S]):
             await client.start()
         self.credentials.start()
         self.users.start()
+        if self.mirror is not None:
+            self.mirror.start()
 
     async def close(self) -> None:
+        if self.mirror is not None:
+            await self.mirror.close()
         await self.users.close()
         await self.credentials.close()
         for client in reversed(self._clients):
@@ -151,9 +191,28 @@ class CrmSource(ABC, Generic[S]):
         await self.users.wait(timeout_s)
 
     async def lookup(self, number: str) -> Answer | None:
-        async for records in self.search(number):
-            if records:
-                return self.answer(latest(records))
+        mirrored = self._from_mirror(number)
+        if mirrored is not None:
+            return mirrored
+        with planning(self.requests_per_lookup):
+            async for records in self.search(number):
+                if records:
+                    return self.answer(latest(records))
+        return None
+
+    def _from_mirror(self, number: str) -> Answer | None:
+        """The answer the mirror holds, without asking the CRM; None if it cannot say
+        (not loaded, no record, or a kind before the hit that it does not mirror)."""
+        if self.mirror is None or not self.mirror.ready:
+            return None
+        for kind in getattr(self.settings, "entities", ()):
+            if kind not in self.mirror.kinds:
+                return None
+            entries = self.mirror.find(kind, number)
+            if entries:
+                entry = max(entries, key=lambda e: e.updated)
+                answer = self.answer(Record(kind, entry.id, entry.data, entry.updated))
+                return replace(answer, detail=f"{answer.detail}; from the mirror")
         return None
 
     async def send(self, method: str, path: str, **request: Any) -> Reply:
@@ -195,9 +254,20 @@ class CrmSource(ABC, Generic[S]):
 
     def responsible(self, what: str, user_id: str, *, name: str = "") -> Answer:
         """The answer naming CRM user ``user_id`` as responsible for ``what`` (``contact
-        101``), with what the user map knows of him (``name`` if it does not)."""
-        user = self.users.get(user_id) or CrmUser(user_id, name=name)
-        who = f"{self.user_label} {user_id}" + (f" ({user.name})" if user.name else "")
+        101``), with what the user map knows of him (``name`` if it does not). A user the
+        loaded map does not hold (deleted, or not a user at all) is no answer."""
+        user = self.users.get(user_id)
+        who = f"{self.user_label} {user_id}"
+        if user is None and self.users.loaded:
+            gone = f"{what}, responsible {who}{f' ({name})' if name else ''}"
+            return Answer(
+                user=user_id,
+                name=name,
+                responsible=False,
+                detail=f"{gone} is not among {self.name}'s {self.user_label}s (deleted?)",
+            )
+        user = user or CrmUser(user_id, name=name)
+        who += f" ({user.name})" if user.name else ""
         return Answer(
             user=user_id,
             name=user.name,
@@ -207,5 +277,5 @@ class CrmSource(ABC, Generic[S]):
         )
 
     def nobody(self, what: str) -> Answer:
-        """The answer for a record without a responsible user."""
-        return Answer(detail=f"{what} has no responsible {self.user_label}")
+        """The answer for a record without a responsible user: no answer."""
+        return Answer(responsible=False, detail=f"{what} has no responsible {self.user_label}")

@@ -19,7 +19,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import aiohttp
 from pydantic import AfterValidator, Field
@@ -29,7 +29,7 @@ from yarl import URL
 from icm import __version__
 from icm.guard import RemoteSourceSettings
 from icm.metrics import Metrics
-from icm.ratelimit import RateLimiter
+from icm.ratelimit import RateLimiter, current
 from icm.sources import (
     SourceBadResponse,
     SourceConnectionError,
@@ -45,6 +45,8 @@ USER_AGENT = f"icm/{__version__}"
 # drops before an answer.
 _RETRIED_BY_AIOHTTP = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _CHUNK = 64 * 1024
+_ON_THE_WIRE = 1 / 3  # of the timeout: the most a request is left when it is sent
+_LEAST_S = 0.05  # the least
 _UNREAD = object()
 
 E = TypeVar("E", bound=SourceError)
@@ -55,9 +57,15 @@ class HttpSourceSettings(RemoteSourceSettings):
 
     # Responses larger than this are refused (the source is skipped for the call).
     max_body_bytes: int = Field(default=2_000_000, ge=10_000, le=100_000_000)
-    # Client-side rate limit: sustained requests per second, and the burst allowed.
+    # Client-side rate limit: sustained requests per second, and the burst allowed...
     rate_per_s: float = Field(default=5.0, gt=0, le=1000)
     burst: int = Field(default=5, ge=1, le=1000)
+    # ...kept this much under the limit per second: the CRM counts requests as they
+    # arrive, and the network (or a pause here) brings requests closer together.
+    margin_ms: int = Field(default=150, ge=0, le=1000)
+    # The CRM counts requests in any one second (amoCRM): never more than the rate in any
+    # second plus the margin, whatever the burst.
+    per_second: ClassVar[bool] = False
     # Seconds between background refreshes of the CRM's user (employee) map.
     users_refresh_s: float = Field(default=300.0, ge=5, le=86_400)
 
@@ -147,6 +155,7 @@ class HttpClient:
         self.metrics = metrics
         self._headers = {"User-Agent": USER_AGENT, "Accept": "application/json", **(headers or {})}
         self._session: aiohttp.ClientSession | None = None
+        self._usual_s: float | None = None  # the CRM's usual answer time, once known
 
     @classmethod
     def for_account(
@@ -163,6 +172,8 @@ class HttpClient:
             source,
             settings.rate_per_s,
             settings.burst,
+            margin_s=settings.margin_ms / 1000,
+            per_second=settings.per_second,
             store=context.store,
             shared=context.shared,
             key=f"{source}:{account}",
@@ -234,7 +245,8 @@ class HttpClient:
         if params:
             url = url.update_query(params)
         if self.limiter is not None and limited:
-            await self.limiter.acquire(scope)
+            wait_by, send_by = self._send_by()
+            await self.limiter.acquire(scope, by=wait_by, last=send_by)
         timeout_s = timeout_s or self.timeout_s
         # aiohttp already sends an idempotent method (GET) twice on a dropped connection.
         if not idempotent or method in _RETRIED_BY_AIOHTTP:
@@ -249,6 +261,30 @@ class HttpClient:
             with attempt:
                 return await self._send(method, url, json_body, form, headers, timeout_s)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _send_by(self) -> tuple[float | None, float | None]:
+        """(until when to wait for a request's slot, until when to send it at all).
+
+        * Sent at all only while it leaves the CRM three times its usual answer time (at
+          most a third of the timeout) before the lookup's own time is up: a request the
+          CRM leaves unanswered is then the CRM's failure, not ICM's lateness.
+        * Waited for only while the CRM, answering in its usual time, would answer before
+          the caller stops waiting: a slot that comes later would serve nobody.
+        """
+        asker = current()
+        if asker.by is None:
+            return None, None
+        most = self.timeout_s * _ON_THE_WIRE
+        usual = self._usual_s
+        reserve = most if usual is None else min(most, max(_LEAST_S, 3 * usual))
+        end = asker.timeout_at if asker.timeout_at is not None else asker.by
+        send_by = end - reserve
+        return min(asker.by - (usual or 0.0), send_by), send_by
+
+    def _answered_in(self, seconds: float) -> None:
+        """Note how long the CRM took to answer (a moving average)."""
+        usual = self._usual_s
+        self._usual_s = seconds if usual is None else usual + 0.2 * (seconds - usual)
 
     async def _send(
         self,
@@ -276,6 +312,7 @@ class HttpClient:
                 received = True
                 body = await self._read(response)
                 result = f"{response.status // 100}xx"
+                self._answered_in(time.perf_counter() - started)
                 return Reply(self.source, self.host, response.status, dict(response.headers), body)
         except TimeoutError:
             result = "timeout"

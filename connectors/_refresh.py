@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from icm.metrics import Metrics
+from icm.ratelimit import Priority, asking
 from icm.sources import SourceError
 
 log = logging.getLogger(__name__)
@@ -90,9 +91,11 @@ class Refresher:
         return True
 
     async def _run(self) -> None:
-        while True:
-            await self.refresh_now()
-            await asyncio.sleep(self.interval_s)
+        # Calls come first: the refreshes take the request slots left over.
+        with asking(priority=Priority.BACKGROUND, by=None):
+            while True:
+                await self.refresh_now()
+                await asyncio.sleep(self.interval_s)
 
     def _count(self, result: str) -> None:
         if self.metrics is not None:

@@ -1,6 +1,7 @@
 """A CRM's users (employees) by id: who is active, his name and e-mail, and his PBX
-extension where the CRM holds one. Refreshed in the background (never on a call's path);
-a lookup that finds a user missing from the map treats him as active."""
+extension where the CRM holds one. Refreshed in the background (never on a call's path).
+Once the map is loaded, a user missing from it is one the CRM no longer knows (deleted);
+before that, nothing is known of him and he is taken as he is named."""
 
 from __future__ import annotations
 
@@ -42,6 +43,11 @@ class UserMap:
 
     def get(self, user_id: str) -> CrmUser | None:
         return self.users.get(user_id)
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the map was fetched at least once."""
+        return self.refresher.ready.is_set()
 
     def start(self) -> None:
         self.refresher.start()

@@ -3,11 +3,14 @@ contact, company or lead whose phone is the caller's.
 
 * Auth: a long-lived token (private integration), or OAuth2 whose rotating refresh token
   lives in the store (:mod:`connectors._oauth`).
-* Lookup: ``GET /api/v4/contacts?query=<last 10 digits>&with=leads,companies`` (then
-  companies, as configured). ``query`` is a full-text search over every field, so each
-  hit's ``PHONE`` values are checked against the caller's number; 204 means nothing.
-  The first entity kind in ``entities`` with a verified hit wins (the most recently
-  updated one); a lead wins through the contact or company it is linked to.
+* Lookup: ``GET /api/v4/contacts?query=<digits>&with=leads,companies`` (then companies
+  and leads, as configured), newest first (``order[updated_at]=desc``). ``query`` is a
+  full-text search over every field, with the last 10 digits, or the local digits for a
+  caller of the configured area (``222-11-00`` holds no area code); each hit's ``PHONE``
+  values are checked against the caller's number; 204 means nothing. The first entity
+  kind in ``entities`` with a verified hit wins (the most recently updated one). Leads
+  have no PHONE field: a lead is the caller's when it is linked to his contact or
+  company, or when its own fields (name, text fields) hold his number.
 * The responsible is ``responsible_user_id``. amoCRM holds no PBX extension: the user is
   mapped through ``[managers.<ext>] ids = { amocrm = ... }`` or his e-mail. The user map
   (``/api/v4/users``: name, e-mail, active) is refreshed in the background; an inactive
@@ -27,8 +30,9 @@ from pydantic import Field
 from connectors._auth import Credentials, FixedToken
 from connectors._crm import CrmSource, Record, once_each
 from connectors._http_client import Reply, http_address
+from connectors._mirror import Entry
 from connectors._oauth import OAuthSettings, Tokens, tokens_in
-from connectors._phones import same_number, tail
+from connectors._phones import in_text, same_number, search_digits, written_number
 from connectors._users import CrmUser
 from icm.model import Answer
 from icm.secrets import SecretRef
@@ -41,6 +45,7 @@ from icm.sources import (
 )
 
 Entity = Literal["contacts", "companies", "leads"]
+_MIRROR_PAGES = 4000  # 1,000,000 records of a kind at 250 a page
 _SINGULAR = {"contacts": "contact", "companies": "company", "leads": "lead"}
 
 
@@ -62,9 +67,15 @@ class AmoCrmSettings(OAuthSettings):
     )
     entities: Annotated[list[Entity], once_each(Entity)] = ["contacts", "companies", "leads"]
     max_pages: int = Field(default=2, ge=1, le=20)
-    # amoCRM allows 7 requests/s per integration: evenly spaced, never 8 in one second.
+    # amoCRM allows 7 requests/s per integration: evenly spaced, never 8 in any second
+    # (nor in a second and the margin: 7 requests take at least 1.15 s by default).
     rate_per_s: float = Field(default=7.0, gt=0, le=7.0)
     burst: int = Field(default=1, ge=1, le=7)
+    per_second: ClassVar[bool] = True
+    # Keep every contact's and company's phones in memory (loaded in the background,
+    # then what changed every mirror_refresh_s): a burst of known callers asks nothing.
+    mirror: bool = False
+    mirror_refresh_s: float = Field(default=60.0, ge=5, le=86_400)
 
 
 class AmoCrmSource(CrmSource[AmoCrmSettings]):
@@ -72,6 +83,7 @@ class AmoCrmSource(CrmSource[AmoCrmSettings]):
 
     name: ClassVar[str] = "amocrm"
     Settings: ClassVar[type[SourceSettings]] = AmoCrmSettings
+    mirrored: ClassVar[tuple[str, ...]] = ("contacts", "companies")
 
     def make_credentials(self) -> Credentials:
         if self.settings.oauth:
@@ -119,13 +131,47 @@ class AmoCrmSource(CrmSource[AmoCrmSettings]):
             path, params = following, {}
         return users
 
+    async def changed(self, kind: str, since: float | None) -> list[Entry]:
+        """Contacts or companies updated since ``since``, oldest first, every page."""
+        params = {"limit": "250", "order[updated_at]": "asc"}
+        if since is not None:
+            params["filter[updated_at][from]"] = str(int(since))
+        path: str = f"api/v4/{kind}"
+        entries: list[Entry] = []
+        for _ in range(_MIRROR_PAGES):
+            page = await self._get(path, params)
+            if page is None:
+                break
+            for item in self._embedded(page, kind):
+                record = _record(kind, item)
+                numbers = {
+                    written_number(self.numbers, value.get("value"))
+                    for field in item.get("custom_fields_values") or ()
+                    if isinstance(field, dict) and field.get("field_code") == "PHONE"
+                    for value in field.get("values") or ()
+                    if isinstance(value, dict)
+                }
+                kept = {"responsible_user_id": item.get("responsible_user_id")}
+                found = tuple(sorted(n for n in numbers if n))
+                entries.append(Entry(kind, record.id, record.updated, found, kept))
+            following = _next_link(page)
+            if following is None:
+                break
+            path, params = following, {}
+        return entries
+
     # The CRM's entities.
 
     async def _search(self, kind: str, number: str) -> list[dict[str, Any]]:
-        """Entities of ``kind`` whose PHONE is ``number`` (verified), following pages."""
-        params = {"query": tail(number), "limit": "50", "with": "leads"}
-        if kind == "contacts":
-            params["with"] = "leads,companies"
+        """Entities of ``kind`` holding ``number`` (verified), newest first, following
+        pages."""
+        params = {
+            "query": search_digits(self.numbers, number),
+            "limit": "50",
+            "order[updated_at]": "desc",
+        }
+        if kind != "leads":
+            params["with"] = "leads,companies" if kind == "contacts" else "leads"
         path: str = f"api/v4/{kind}"
         verified: list[dict[str, Any]] = []
         for _ in range(self.settings.max_pages):
@@ -133,7 +179,7 @@ class AmoCrmSource(CrmSource[AmoCrmSettings]):
             if page is None:
                 break
             items = self._embedded(page, kind)
-            verified += [item for item in items if self._has_phone(item, number)]
+            verified += [item for item in items if self._holds(kind, item, number)]
             following = _next_link(page)
             if verified or following is None:
                 break
@@ -143,7 +189,17 @@ class AmoCrmSource(CrmSource[AmoCrmSettings]):
     async def _leads(
         self, number: str, found: dict[str, list[dict[str, Any]]]
     ) -> list[dict[str, Any]]:
-        """Open leads linked to the verified contacts (or else companies)."""
+        """The caller's open leads: those linked to his verified contacts (or else
+        companies), and those whose own fields hold his number."""
+        leads = await self._linked_leads(number, found)
+        seen = {str(lead.get("id")) for lead in leads}
+        own = await self._search("leads", number)
+        leads += [lead for lead in own if str(lead.get("id")) not in seen]
+        return [lead for lead in leads if not lead.get("closed_at")]
+
+    async def _linked_leads(
+        self, number: str, found: dict[str, list[dict[str, Any]]]
+    ) -> list[dict[str, Any]]:
         for kind in ("contacts", "companies"):
             if kind not in found:
                 found[kind] = await self._search(kind, number)
@@ -163,15 +219,22 @@ class AmoCrmSource(CrmSource[AmoCrmSettings]):
                 return open_leads
         return []
 
-    def _has_phone(self, item: dict[str, Any], number: str) -> bool:
+    def _holds(self, kind: str, item: dict[str, Any], number: str) -> bool:
+        """Whether ``item`` is the caller's: a PHONE value is his number; for a lead
+        (which has no PHONE field), its name or any of its fields holds it."""
         for field in item.get("custom_fields_values") or ():
-            if isinstance(field, dict) and field.get("field_code") == "PHONE":
-                for value in field.get("values") or ():
-                    if isinstance(value, dict) and same_number(
-                        self.numbers, value.get("value"), number
-                    ):
-                        return True
-        return False
+            if not isinstance(field, dict):
+                continue
+            phone = field.get("field_code") == "PHONE"
+            if not (phone or kind == "leads"):
+                continue
+            for value in field.get("values") or ():
+                written = value.get("value") if isinstance(value, dict) else None
+                if same_number(self.numbers, written, number) or (
+                    not phone and in_text(self.numbers, written, number)
+                ):
+                    return True
+        return kind == "leads" and in_text(self.numbers, item.get("name"), number)
 
     # HTTP.
 

@@ -10,7 +10,10 @@ is the caller's.
   phone (``USER_PHONE_INNER``, his PBX extension), mobile and work-day status.
   ``method = "duplicates"`` (scope crm): ``crm.duplicate.findbycomm`` with every form at
   once, chained in the same ``batch`` to ``crm.<entity>.get`` for the responsible.
-* The first kind in ``entities`` with a hit wins (in Bitrix's own order within a kind).
+* The first kind in ``entities`` with a hit wins; among several records of that kind, the
+  most recently modified (``DATE_MODIFY``, read with ``crm.<entity>.get`` in one
+  ``batch``), whatever order the portal returned them in. Numbers of the configured area
+  are also asked for in their local form (``2221100``).
 * The user map (``user.get``, 50 a page, the other pages in one ``batch``) gives who is
   active (``ACTIVE`` false: fired, counts as no answer), names and ``UF_PHONE_INNER``.
 * Errors: ``{"error", "error_description"}`` envelopes; 503 ``QUERY_LIMIT_EXCEEDED``
@@ -22,6 +25,7 @@ is the caller's.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 import time
 from collections.abc import AsyncIterator
@@ -32,7 +36,7 @@ from pydantic import Field
 from yarl import URL
 
 from connectors._auth import Credentials
-from connectors._crm import CrmSource, Record, once_each
+from connectors._crm import CrmSource, Record, iso_time, once_each
 from connectors._http_client import HttpClient, Reply, http_address
 from connectors._oauth import OAuthSettings, Tokens, tokens_in
 from connectors._phones import variants
@@ -50,10 +54,12 @@ from icm.sources import (
 )
 
 Entity = Literal["contact", "company", "lead"]
-_WEBHOOK = re.compile(r"^https?://[^/\s]+(/[^\s]*)?/rest/\d+/[A-Za-z0-9_]+/?$")
+_WEBHOOK = re.compile(r"^https?://[^/\s]+(/[^\s]*)?/rest/[0-9]+/[A-Za-z0-9_]+/?$")
 _CODE = re.compile(r"^[A-Za-z0-9_.]{1,64}$")
 _SEARCH = "telephony.externalCall.searchCrmEntities"
 _CLOSED_DAY = frozenset({"CLOSED", "PAUSED", "EXPIRED"})
+_DATED = 5  # records of one kind compared by DATE_MODIFY (one batch command each)
+log = logging.getLogger(__name__)
 
 
 class Bitrix24Settings(OAuthSettings):
@@ -80,8 +86,8 @@ class Bitrix24Settings(OAuthSettings):
     # Ring the responsible's Bitrix24 mobile (PERSONAL_MOBILE) with ring_mobiles, for a
     # manager who has no mobiles in [managers].
     use_mobile: bool = False
-    # A responsible whose work day is not open (CLOSED, PAUSED, EXPIRED) counts as no
-    # answer: the next source is asked.
+    # A responsible whose work day is not open (CLOSED, PAUSED, EXPIRED) is away: the
+    # hours rule gives the call to his deputy, else OFFHOURS.
     require_open_workday: bool = False
     rate_per_s: float = Field(default=2.0, gt=0, le=5.0)
     burst: int = Field(default=50, ge=1, le=250)
@@ -139,7 +145,10 @@ class Bitrix24Source(CrmSource[Bitrix24Settings]):
         else:
             found = await self._duplicates(forms)
         for kind in self.settings.entities:
-            yield [record for record in found if record.kind == kind]
+            records = [record for record in found if record.kind == kind]
+            if len(records) > 1 and not any(record.updated for record in records):
+                records = await self._dated(kind, records)
+            yield records
 
     def answer(self, record: Record) -> Answer:
         assigned = record.data.get("ASSIGNED_BY")
@@ -149,13 +158,17 @@ class Bitrix24Source(CrmSource[Bitrix24Settings]):
         if not user_id or user_id == "0":
             return self.nobody(what)
         answer = self.responsible(what, user_id)
+        if not answer.responsible:
+            return answer
         user = self.users.get(user_id) or CrmUser(user_id)
         extension = _text(assigned.get("USER_PHONE_INNER")) or user.extension
         workday = _text(assigned.get("TIMEMAN_STATUS"))
         detail = answer.detail + (f", work day {workday}" if workday else "")
-        active = answer.active
-        if active and self.settings.require_open_workday and workday in _CLOSED_DAY:
-            active = False
+        # A closed work day is one more "away" signal of the hours rule (deputies, else
+        # OFFHOURS), not a missing answer: the client is still this manager's.
+        away = ""
+        if self.settings.require_open_workday and workday in _CLOSED_DAY:
+            away = f"Bitrix24 work day {workday}"
             detail += " (not at work)"
         mobiles: tuple[str, ...] = ()
         mobile = _text(assigned.get("PERSONAL_MOBILE")) or user.mobile
@@ -164,7 +177,7 @@ class Bitrix24Source(CrmSource[Bitrix24Settings]):
             if isinstance(parsed, str):
                 mobiles = (parsed,)
         return dataclasses.replace(
-            answer, extension=extension, active=active, mobiles=mobiles, detail=detail
+            answer, extension=extension, mobiles=mobiles, detail=detail, away=away
         )
 
     # telephony.externalCall.searchCrmEntities, every form in one batch.
@@ -183,19 +196,40 @@ class Bitrix24Source(CrmSource[Bitrix24Settings]):
                     hits.setdefault((kind, ident), Record(kind, ident, hit))
         return list(hits.values())
 
+    async def _dated(self, kind: str, records: list[Record]) -> list[Record]:
+        """``records`` with their ``DATE_MODIFY`` (``crm.<kind>.get``, in one batch); as
+        they are if the portal cannot say."""
+        commands = {
+            f"d{i}": f"crm.{kind}.get?{urlencode({'id': r.id})}"
+            for i, r in enumerate(records[:_DATED])
+        }
+        try:
+            results = await self._batch(commands, f"crm.{kind}.get")
+        except SourceError as exc:
+            log.info("%s: which %s is newest is unknown (%s)", self.name, kind, exc.reason)
+            return records
+        dated = [
+            dataclasses.replace(r, updated=iso_time(_dict(results.get(key)).get("DATE_MODIFY")))
+            for key, r in zip(commands, records, strict=False)
+        ]
+        return dated + records[_DATED:]
+
     # crm.duplicate.findbycomm, chained to crm.<entity>.get in the same batch.
 
     async def _duplicates(self, forms: list[str]) -> list[Record]:
         find = urlencode([("type", "PHONE"), *(("values[]", f) for f in forms[:20])])
         commands = {"found": f"crm.duplicate.findbycomm?{find}"}
         for kind in self.settings.entities:
-            commands[kind] = f"crm.{kind}.get?id=$result[found][{kind.upper()}][0]"
+            for i in range(_DATED):
+                commands[f"{kind}{i}"] = f"crm.{kind}.get?id=$result[found][{kind.upper()}][{i}]"
         results = await self._batch(commands, "crm.duplicate.findbycomm")
         found = []
         for kind in self.settings.entities:
-            entity = results.get(kind)
-            if isinstance(entity, dict) and entity.get("ID"):
-                found.append(Record(kind, str(entity["ID"]), entity))
+            for i in range(_DATED):
+                entity = results.get(f"{kind}{i}")
+                if isinstance(entity, dict) and entity.get("ID"):
+                    when = iso_time(entity.get("DATE_MODIFY"))
+                    found.append(Record(kind, str(entity["ID"]), entity, when))
         return found
 
     def _without_mobiles(self, extension: str | None, user_id: str) -> bool:
@@ -309,6 +343,10 @@ class Bitrix24Source(CrmSource[Bitrix24Settings]):
                     mobile=_text(item.get("PERSONAL_MOBILE")),
                 )
         return users
+
+
+def _dict(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _list(value: object) -> list[Any]:

@@ -8,10 +8,13 @@ company) whose phone is the caller's.
   (``?%7B%22q%22%3A...``; a literal ``+`` would reach the server as a space). Every answer
   is ``{"meta": {"status", "errors"}, "data"}`` and an error may come with HTTP 200, so
   ``meta.status`` decides.
-* Lookup: ``/api/v3/contractorCompany/search`` with the last 10 digits (it returns people
-  and companies), then the full card of the best candidates (``/contractorHuman/{id}``,
+* Lookup: ``/api/v3/contractorCompany/search`` with the last 10 digits, or the local
+  digits for a caller of the configured area (it returns people and companies), then the
+  full card of the best candidates (``/contractorHuman/{id}``,
   ``/contractorCompany/{id}``): its ``contactInfo`` phones are checked against the
-  caller's number, and the responsible is the first ``Employee`` in ``responsibles``.
+  caller's number. Among several cards of the first kind in ``entities``, the most
+  recently updated (``timeUpdated``) wins. The responsible is the first ``Employee`` in
+  ``responsibles`` who still works here (else the first one, to say why not).
 * Megaplan holds no extension: employees are mapped through ``[managers.<ext>] ids =
   { megaplan = ... }`` or their e-mail. The employee map (``/api/v3/employee``, paged with
   ``pageAfter``) says who still works (``isWorking``); refreshed in the background.
@@ -28,11 +31,12 @@ from urllib.parse import quote
 from pydantic import Field
 
 from connectors._auth import Credentials, StoredLogin
-from connectors._crm import CrmSource, Record, once_each
+from connectors._crm import CrmSource, Record, iso_time, once_each
 from connectors._http_client import HttpSourceSettings, Reply, http_address
-from connectors._phones import same_number, tail
+from connectors._phones import same_number, search_digits
 from connectors._users import CrmUser
 from icm.model import Answer
+from icm.numbers import is_digits
 from icm.secrets import SecretRef
 from icm.sources import (
     SourceAuthError,
@@ -66,9 +70,11 @@ class MegaplanSettings(HttpSourceSettings):
     search_limit: int = Field(default=20, ge=1, le=100)
     max_cards: int = Field(default=3, ge=1, le=10)
     default_timeout_ms: ClassVar[int] = 1500
-    # Megaplan publishes no limit; one client library keeps to 5 requests/s.
+    # Megaplan publishes no limit; one client library keeps to 5 requests/s: never more
+    # in any second (and the margin).
     rate_per_s: float = Field(default=5.0, gt=0, le=50)
     burst: int = Field(default=5, ge=1, le=50)
+    per_second: ClassVar[bool] = True
 
     def secrets(self) -> dict[str, str]:
         return {"password": "the Megaplan service account's password"}
@@ -80,6 +86,7 @@ class MegaplanSource(CrmSource[MegaplanSettings]):
     name: ClassVar[str] = "megaplan"
     Settings: ClassVar[type[SourceSettings]] = MegaplanSettings
     user_label: ClassVar[str] = "employee"
+    requests_per_lookup: ClassVar[int] = 2  # the search, the card
 
     def make_credentials(self) -> Credentials:
         key = f"token:{self.name}:{self.settings.base_url}:{self.settings.username}"
@@ -91,7 +98,7 @@ class MegaplanSource(CrmSource[MegaplanSettings]):
     async def search(self, number: str) -> AsyncIterator[list[Record]]:
         found = await self._get(
             "api/v3/contractorCompany/search",
-            {"q": tail(number), "limit": self.settings.search_limit},
+            {"q": search_digits(self.numbers, number), "limit": self.settings.search_limit},
         )
         order: dict[str, int] = {kind: i for i, kind in enumerate(self.settings.entities)}
         candidates = [
@@ -107,11 +114,13 @@ class MegaplanSource(CrmSource[MegaplanSettings]):
 
     def answer(self, record: Record) -> Answer:
         what = f"{record.kind} {record.id}"
-        for responsible in record.data.get("responsibles") or ():
-            if isinstance(responsible, dict) and responsible.get("contentType") == "Employee":
-                name = str(responsible.get("name") or "")
-                return self.responsible(what, str(responsible.get("id")), name=name)
-        return self.nobody(what)
+        answers = [
+            self.responsible(what, str(r.get("id")), name=str(r.get("name") or ""))
+            for r in record.data.get("responsibles") or ()
+            if isinstance(r, dict) and r.get("contentType") == "Employee" and r.get("id")
+        ]
+        usable = [a for a in answers if a.responsible and a.active]
+        return (usable or answers or [self.nobody(what)])[0]
 
     async def fetch_users(self) -> dict[str, CrmUser]:
         users: dict[str, CrmUser] = {}
@@ -159,12 +168,13 @@ class MegaplanSource(CrmSource[MegaplanSettings]):
     async def _card(self, reduced: dict[str, Any]) -> Record | None:
         kind = _TYPES[str(reduced["contentType"])]
         ident = str(reduced.get("id") or "")
-        if not ident.isdigit():
+        if not is_digits(ident):
             return None
         card = await self._get(f"api/v3/{_PATHS[kind]}/{ident}", None)
         if not isinstance(card, dict):
             return None
-        return Record(_TYPES.get(str(card.get("contentType")), kind), str(card.get("id")), card)
+        kind = _TYPES.get(str(card.get("contentType")), kind)
+        return Record(kind, str(card.get("id")), card, iso_time(card.get("timeUpdated")))
 
     # The API envelope.
 

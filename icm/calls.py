@@ -19,8 +19,16 @@ from dataclasses import dataclass, field
 
 from icm.ami.frames import Message
 
-_DIGITS = re.compile(r"\+?\d{5,}")
+_DIGITS = re.compile(r"\+?[0-9]{5,}")
+# How far an event's Timestamp may be from the daemon's clock (PBX on another host,
+# events queued for a moment) before the daemon's clock is used instead.
+CLOCK_TOLERANCE_S = 300.0
 MAX_TRACKED = 20_000  # channels followed at once; beyond that new ones are ignored
+# Channels followed in one bridge. A conversation is two; a conference may be more, and
+# learns nothing (no pair). A bound keeps the cost of each event constant: BridgeEnter
+# events without BridgeLeave would otherwise grow one bridge for ever, each event
+# costing as much as the bridge is big.
+MAX_MEMBERS = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +124,8 @@ class CallTracker:
         when = self._when(message)
         if self._bridge_of.get(uniqueid, bridge) != bridge:  # moved without a BridgeLeave
             self._leave(uniqueid, when)
+        if uniqueid not in members and len(members) >= MAX_MEMBERS:
+            return
         members[uniqueid] = self._party(message)
         self._bridge_of[uniqueid] = bridge
         self._bridge_seen[bridge] = when
@@ -183,7 +193,8 @@ class CallTracker:
 
     def _update(self, bridge: str, when: float) -> None:
         """Close the bridge's conversation if its pair changed; open the new one."""
-        members = list(self._bridges.get(bridge, {}).values())
+        in_bridge = self._bridges.get(bridge, {})
+        members = list(in_bridge.values()) if len(in_bridge) == 2 else []
         pair = None
         if len(members) == 2:
             internal = [p for p in members if p.extension is not None]
@@ -219,8 +230,13 @@ class CallTracker:
         )
 
     def _when(self, message: Message) -> float:
+        """The event's ``Timestamp`` (Asterisk's ``timestampevents``), or now. A time
+        further than CLOCK_TOLERANCE_S from the daemon's clock is taken as now: a PBX
+        clock a year ahead would otherwise learn a binding no later call replaces and
+        the retention purge never removes."""
+        now = self._clock()
         stamp = message.get("timestamp")
-        if stamp:
+        if stamp and stamp.isascii():
             try:
                 when = float(stamp)
             except ValueError:
@@ -228,6 +244,6 @@ class CallTracker:
             else:
                 # nan or inf would be learned as a time no later call can replace
                 # (or that the store refuses, blocking learning).
-                if math.isfinite(when):
+                if math.isfinite(when) and abs(when - now) <= CLOCK_TOLERANCE_S:
                     return when
-        return self._clock()
+        return now

@@ -15,11 +15,15 @@ from typing import Any
 
 from icm import __version__
 from icm.config import Config, ConfigError, load
+from icm.numbers import is_digits
+from icm.safetext import escaped, shown
 from icm.store import Store, StoreError
 
 DEFAULT_CONFIG = "icm.toml"
 MAP_WAIT_S = 3.0  # how long `icm lookup` waits for the CRMs' user maps
 CHECK_AMI_S = 3.0  # how long `icm check-config` tries AMI for its device check
+MAX_LIMIT = 100_000  # rows `icm bindings` lists at most
+EXIT_GRACE_S = 2.0  # after a failed start-up, how long the interpreter may take to exit
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -67,6 +71,11 @@ def _parser() -> argparse.ArgumentParser:
     lookup.add_argument("number")
     lookup.add_argument("--explain", action="store_true", help="show every source's answer")
     lookup.add_argument("--json", action="store_true", help="print the decision as JSON")
+    lookup.add_argument(
+        "--at",
+        metavar='"YYYY-MM-DD HH:MM"',
+        help="check the rules (hours, leave, quiet hours) at this moment, in [rules] timezone",
+    )
     bind = command("bind", _bind, "pin NUMBER to a manager's extension (or a number)")
     bind.add_argument("number")
     bind.add_argument("target")
@@ -75,7 +84,12 @@ def _parser() -> argparse.ArgumentParser:
     unbind.add_argument("number")
     bindings = command("bindings", _bindings, "list pinned (or learned) bindings")
     bindings.add_argument("--learned", action="store_true", help="learned ones instead")
-    bindings.add_argument("--limit", type=int, default=1000)
+    bindings.add_argument(
+        "--limit",
+        type=_limit,
+        default=1000,
+        help=f"at most this many, newest first (1 to {MAX_LIMIT}; default 1000)",
+    )
     bindings.add_argument("--json", action="store_true")
     forget = command("forget", _forget, "forget what was learned about NUMBER")
     forget.add_argument("number")
@@ -91,6 +105,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _limit(text: str) -> int:
+    """``--limit``: a count of rows, 1 to MAX_LIMIT, in ASCII digits."""
+    if not is_digits(text) or len(text) > 7 or not 1 <= int(text) <= MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"{shown(text)!r} is not a number from 1 to {MAX_LIMIT}")
+    return int(text)
+
+
 def _config(
     args: argparse.Namespace, *, ami_secret: bool = True, source_secrets: bool = True
 ) -> Config:
@@ -99,16 +120,34 @@ def _config(
 
 def _run(args: argparse.Namespace) -> int:
     from icm import logs
-    from icm.daemon import Daemon
+    from icm.connections import raise_fd_limit
+    from icm.daemon import Daemon, StartError
 
     config = _config(args)
     logs.setup(config.log)
+    raise_fd_limit()
     try:
         asyncio.run(Daemon(config, environ=os.environ).run())
-    except OSError as exc:
+    except (OSError, StartError, StoreError) as exc:
         logging.getLogger("icm").error("cannot start: %s", exc)
+        _exit_soon(1)
         return 1
     return 0
+
+
+def _exit_soon(code: int) -> None:
+    """Make sure the process ends: a thread left behind by a part that failed to start
+    (a database connection, a resolver) must not keep a daemon that serves nothing alive,
+    holding its ports, where a supervisor would take it for running."""
+    import threading
+
+    def hard_exit() -> None:
+        logging.shutdown()
+        os._exit(code)
+
+    timer = threading.Timer(EXIT_GRACE_S, hard_exit)
+    timer.daemon = True
+    timer.start()
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -182,7 +221,8 @@ def _reload(args: argparse.Namespace) -> int:
     host = "127.0.0.1" if host in ("0.0.0.0", "") else host
     url = f"http://{host if ':' not in host else f'[{host}]'}:{port}/-/reload"
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=10) as r:
+        reload = urllib.request.Request(url, method="POST", headers={"X-ICM-Reload": "yes"})
+        with urllib.request.urlopen(reload, timeout=10) as r:
             print(r.read().decode().strip())
             return 0
     except urllib.error.HTTPError as exc:
@@ -194,16 +234,33 @@ def _reload(args: argparse.Namespace) -> int:
 
 
 def _lookup(args: argparse.Namespace) -> int:
+    from icm.explain import check_lines, parse_at
     from icm.metrics import Metrics
     from icm.model import Presence, RouteRequest
+    from icm.ratelimit import Priority, asking
+    from icm.router import now
+    from icm.rules import Rules
     from icm.snapshot import Snapshot
 
     config = _config(args, ami_secret=False)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if _number(config, args.number) is None:  # the same answer as bind, unbind, forget
+        return 2
+
+    rules = Rules.from_config(config)
+    try:
+        moment = parse_at(args.at, rules) if args.at else rules.local(now())
+    except ValueError as exc:
+        print(f"icm: {exc}", file=sys.stderr)
+        return 2
 
     async def lookup(store: Store) -> int:
-        # The daemon's own routing, with presence unknown (no AMI here).
-        snapshot = Snapshot.build(config, store, Metrics(), lambda ext: Presence.UNKNOWN)
+        if "icmdb" in config.routing.sources:
+            await store.ping()  # down: an error, not "no source knows"
+        # The daemon's own routing, with presence unknown (no AMI here), at ``moment``.
+        snapshot = Snapshot.build(
+            config, store, Metrics(), lambda ext: Presence.UNKNOWN, lambda: moment
+        )
         await snapshot.start()
         # Offline there is time to let the CRMs' user maps load (the daemon never waits).
         await asyncio.gather(
@@ -215,9 +272,10 @@ def _lookup(args: argparse.Namespace) -> int:
         )
         try:
             deadline = asyncio.get_running_loop().time() + snapshot.timing.budget_s
-            decision = await snapshot.router.route(
-                RouteRequest(token="0", number=args.number, deadline=deadline)
-            )
+            with asking(priority=Priority.LOOKUP):  # after the calls, sharing a store
+                decision = await snapshot.router.route(
+                    RouteRequest(token="0", number=args.number, deadline=deadline)
+                )
         finally:
             await snapshot.close()
         if args.json:
@@ -228,13 +286,13 @@ def _lookup(args: argparse.Namespace) -> int:
         if decision.manager:
             name = f" ({decision.manager_name})" if decision.manager_name else ""
             print(f"  manager {decision.manager}{name}, from {decision.source}")
-        print(f"  reason: {decision.reason} (presence is not checked offline)")
+        print(f"  reason: {escaped(decision.reason)} (presence is not checked offline)")
         if args.explain:
+            print("\n".join(check_lines(decision, moment)))
             print(f"  sources asked in order, {decision.lookup_ms:.1f} ms in all:")
             for i, step in enumerate(decision.steps, 1):
-                print(
-                    f"  {i}. {step.source:<10} {step.outcome:<10} {step.ms:7.1f} ms  {step.detail}"
-                )
+                detail = escaped(step.detail)
+                print(f"  {i}. {step.source:<10} {step.outcome:<10} {step.ms:7.1f} ms  {detail}")
             if not decision.steps:
                 print("  (none: the number was settled before asking)")
         return 0
@@ -304,8 +362,8 @@ def _bindings(args: argparse.Namespace) -> int:
             return 0
         for row in rows:
             when = datetime.fromtimestamp(row.at, UTC).strftime("%Y-%m-%d %H:%M")
-            note = f"  {row.note}" if row.note else ""
-            print(f"{row.number:<16} {row.target:<16} {when}{note}")
+            note = f"  {escaped(row.note)}" if row.note else ""
+            print(f"{escaped(row.number):<16} {escaped(row.target):<16} {when}{note}")
         if not rows:
             print("(none)", file=sys.stderr)
         return 0
@@ -349,7 +407,7 @@ def _number(config: Config, raw: str) -> str | None:
 
     number = config.numbers().normalise(raw)
     if isinstance(number, Skip):
-        print(f"icm: {raw!r} is not a phone number ({number.reason})", file=sys.stderr)
+        print(f"icm: {shown(repr(raw))} is not a phone number ({number.reason})", file=sys.stderr)
         return None
     return number
 

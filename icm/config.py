@@ -25,13 +25,14 @@ from pydantic import (
 )
 
 from icm.config_errors import ConfigError, format_errors, printable
-from icm.numbers import NumberError, Numbers
+from icm.numbers import NumberError, Numbers, is_digits
+from icm.rules_config import DEPUTY_WHEN, PREFIX, DeputyWhen, Hours, Leave, Ranges, RulesSettings
 from icm.secrets import SecretRef, WithSecrets, read_secrets
 from icm.sources import SourceSettings, installed_sources
-from icm.store import Store, open_store
+from icm.store import Store, is_shared, open_store
 
-EXTENSION = re.compile(r"^\d{1,10}\Z")  # \Z: "$" would let "101\n" through
-EXTENSION_RANGE = re.compile(r"^(\d{1,10})-(\d{1,10})\Z")
+EXTENSION = re.compile(r"^[0-9]{1,10}\Z")  # \Z: "$" would let "101\n" through
+EXTENSION_RANGE = re.compile(r"^([0-9]{1,10})-([0-9]{1,10})\Z")
 # Dial strings end up inside Dial(...): no argument separators, quotes or substitutions.
 _DIAL_TEMPLATE = re.compile(r"^[A-Za-z0-9/_@.:+#*{}\-]+$")
 _STORE_SCHEMES = ("sqlite", "redis", "rediss", "unix", "redis+sentinel")
@@ -49,6 +50,9 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 _HOST_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
 _HOSTNAME = re.compile(rf"{_HOST_LABEL}(?:\.{_HOST_LABEL})*\.?")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_HTTP_KEY = re.compile(r"[A-Za-z0-9._~\-]{16,128}")
+_KERNEL_FILE_SYSTEMS = ("proc", "sys", "dev")
+MAX_CONFIG_BYTES = 1024 * 1024  # a configuration file is a few KiB
 
 
 def _known_source(name: str) -> str:
@@ -109,7 +113,7 @@ class RoutingSettings(_Section):
     """``[routing]``: the reference product's settings, the budget and the sources' order."""
 
     country: str = Field(default="RU", pattern=r"^[A-Za-z]{2}$")
-    area_code: str = Field(default="", pattern=r"^\d{0,5}$")
+    area_code: str = Field(default="", pattern=r"^[0-9]{0,5}$")
     sources: list[SourceName] = ["icmdb"]
     exceptions: list[str] = []
     ring_mobiles: bool = False
@@ -178,6 +182,23 @@ class ManagerSettings(_Section):
     # each CRM whose API holds no extension (``ids = { amocrm = 5550001 }``).
     email: Annotated[str, AfterValidator(_email)] = ""
     ids: dict[SourceName, int | str] = {}
+    # Rules ([rules] in the README): his own week (else [rules] hours), quiet hours (only
+    # his VIP callers ring him), leave, and the deputies who take his calls, in order.
+    hours: Hours | None = None
+    quiet: Ranges = []
+    leave: list[Leave] = []
+    deputies: list[str] = []
+    deputy_when: list[DeputyWhen] = list(DEPUTY_WHEN)
+
+    @field_validator("deputies")
+    @classmethod
+    def _deputies(cls, deputies: list[str]) -> list[str]:
+        for ext in deputies:
+            if not EXTENSION.match(ext):
+                raise ValueError(f"{ext!r} is not an extension (expected digits)")
+        if len(set(deputies)) != len(deputies):
+            raise ValueError("a deputy is listed twice (expected each deputy once)")
+        return deputies
 
 
 class StoreSettings(_Section):
@@ -227,11 +248,40 @@ def _listen_address(listen: str) -> str:
 ListenAddress = Annotated[str, AfterValidator(_listen_address)]
 
 
+def _host_name(name: str) -> str:
+    name = name.lower().rstrip(".")
+    if len(name) > 253 or not _HOSTNAME.fullmatch(name):
+        raise ValueError(f"{name!r} is not a host name (expected e.g. 'pbx.example.com')")
+    return name
+
+
+HostName = Annotated[str, AfterValidator(_host_name)]
+
+
 class HttpSettings(_Section):
     """``[http]``: the HTTP side (metrics, health, the /route entry)."""
 
     listen: ListenAddress = "127.0.0.1:9180"
     enabled: bool = True
+    # Host names requests may carry besides IP addresses and localhost: any other Host
+    # header is refused (DNS rebinding from a browser on the box).
+    hosts: list[HostName] = []
+    # Optional: a key /route requires (query parameter key=); the shipped [icm-curl]
+    # context sends the global ICM_HTTP_KEY, which the daemon sets.
+    token: SecretRef = SecretRef(env="ICM_HTTP_TOKEN")
+    optional_secrets: ClassVar[frozenset[str]] = frozenset({"token"})
+
+    def secrets(self) -> dict[str, str]:
+        return {"token": "the HTTP key"}
+
+    def check_secrets(self) -> dict[str, str]:
+        key = self.token.get_secret_value()
+        if key and not _HTTP_KEY.fullmatch(key):
+            return {
+                self.token.key("token"): "not a usable key (expected 16 to 128 letters, "
+                "digits and - . _ ~, e.g. from `openssl rand -hex 16`)"
+            }
+        return {}
 
 
 class AgiSettings(_Section):
@@ -261,6 +311,7 @@ class Config(_Section):
     http: HttpSettings = HttpSettings()
     agi: AgiSettings = AgiSettings()
     log: LogSettings = LogSettings()
+    rules: RulesSettings = RulesSettings()
 
     def numbers(self) -> Numbers:
         return Numbers(self.routing.country, self.routing.area_code)
@@ -277,7 +328,7 @@ def split_host_port(listen: str) -> tuple[str, int]:
     """``"127.0.0.1:9180"`` or ``"[::1]:9180"`` as (host, port); ValueError if malformed."""
     host, sep, port = listen.rpartition(":")
     host = host.strip("[]")
-    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+    if not sep or not is_digits(port) or not 0 <= int(port) < 65536:
         raise ValueError(f"{listen!r} is not host:port (expected e.g. '127.0.0.1:9180')")
     if host not in ("localhost", ""):
         try:
@@ -306,9 +357,17 @@ def load(
     path = Path(path)
     name = str(path)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        with path.open("rb") as file:  # bounded: -c /dev/zero must not fill the memory
+            data = file.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                [f"{name}: larger than {MAX_CONFIG_BYTES // 1024} KiB (expected a TOML file)"]
+            )
+        raw = tomllib.loads(data.decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError([f"{name}: file not found"]) from None
+    except IsADirectoryError:
+        raise ConfigError([f"{name}: is a directory (expected a TOML file)"]) from None
     except OSError as exc:
         raise ConfigError([f"{name}: cannot read: {exc.strerror}"]) from None
     except UnicodeDecodeError:
@@ -317,7 +376,7 @@ def load(
         raise ConfigError([f"{name}: not valid TOML: {exc}"]) from None
     except RecursionError:
         raise ConfigError([f"{name}: not valid TOML: nested too deeply"]) from None
-    return from_dict(
+    config = from_dict(
         raw,
         name,
         environ or {},
@@ -325,6 +384,15 @@ def load(
         source_secrets=source_secrets,
         path=path,
     )
+    if not config.managers and not config.routing.extensions:
+        # An empty (or truncated) file would otherwise route every call to nobody.
+        raise ConfigError(
+            [
+                f"{name}: nobody to route to: no [managers.<ext>] section and no "
+                "routing.extensions (expected at least one manager's extension)"
+            ]
+        )
+    return config
 
 
 def from_dict(
@@ -357,7 +425,9 @@ def from_dict(
         raise ConfigError(errors)
     config = config.model_copy(update={"sources": sources})
     _check_numbers(config, name, errors)
+    _check_store_path(config.store.url, name, errors)
     _check_manager_ids(config, name, errors)
+    _check_rules(config, name, errors)
     config = _with_secrets(config, name, environ, errors, ami=ami_secret, sources=source_secrets)
     if errors:
         raise ConfigError(errors)
@@ -403,6 +473,30 @@ def _check_numbers(config: Config, name: str, errors: list[str]) -> None:
         _check_number(numbers, routing.default_number, f"{name}: routing.default_number", errors)
 
 
+def _check_store_path(url: str, name: str, errors: list[str]) -> None:
+    """A SQLite path must be able to hold a database file: not a directory, not a device,
+    not in a kernel file system."""
+    if is_shared(url):
+        return
+    path = Path(url.removeprefix("sqlite://"))
+    try:
+        resolved = path.resolve()
+        exists, regular = resolved.exists(), resolved.is_file()
+    except (OSError, RuntimeError, ValueError):
+        exists, regular, resolved = False, False, path
+    if resolved.parts[1:2] and resolved.parts[1] in _KERNEL_FILE_SYSTEMS:
+        errors.append(
+            f"{name}: store.url: {url!r} is in /{resolved.parts[1]} (expected a database "
+            "file path, e.g. /var/lib/icm/icm.db)"
+        )
+    elif exists and not regular:
+        what = "a directory" if resolved.is_dir() else "not a regular file"
+        errors.append(
+            f"{name}: store.url: {url!r} is {what} (expected a database file path, "
+            "e.g. /var/lib/icm/icm.db)"
+        )
+
+
 def _check_number(numbers: Numbers, value: str, where: str, errors: list[str]) -> None:
     try:
         numbers.parse(value)
@@ -421,7 +515,7 @@ def _with_secrets(
 ) -> Config:
     """Read the secrets: the store's password (if it has one), the AMI secret, and those
     of the active sources (the others may lack theirs)."""
-    sections: dict[str, _Section] = {"store": config.store}
+    sections: dict[str, _Section] = {"store": config.store, "http": config.http}
     if ami:
         sections["ami"] = config.ami
     update: dict[str, Any] = {}
@@ -452,6 +546,84 @@ def _check_manager_ids(config: Config, name: str, errors: list[str]) -> None:
                     f"{name}: managers.{ext}: {what} {key[1]} is already manager {other}'s "
                     "(expected each CRM user mapped to one extension)"
                 )
+
+
+def _check_rules(config: Config, name: str, errors: list[str]) -> None:
+    """Deputies are managers and never lead back to whom they stand in for; VIP and
+    blocked numbers are numbers (or prefixes like '+7495*'), VIP targets managers or numbers."""
+    numbers = config.numbers()
+    managers = config.managers
+    for ext, manager in managers.items():
+        for i, deputy in enumerate(manager.deputies):
+            where = f"{name}: managers.{printable(ext)}.deputies[{i}]"
+            if deputy == ext:
+                errors.append(f"{where}: {deputy} is this manager himself (expected another one)")
+            elif deputy not in managers:
+                errors.append(
+                    f"{where}: unknown deputy {deputy!r} (expected a manager of [managers])"
+                )
+    loop = _deputy_loop(config)
+    if loop:
+        errors.append(
+            f"{name}: managers.{loop[0]}.deputies: a loop of deputies "
+            f"({' -> '.join(loop)}) (expected each chain of deputies to end)"
+        )
+    rules = config.rules
+    for i, vip in enumerate(rules.vip):
+        for j, item in enumerate(vip.numbers):
+            _check_caller(numbers, item, f"{name}: rules.vip[{i}].numbers[{j}]", errors)
+        if vip.to and not (EXTENSION.match(vip.to) and vip.to in managers):
+            if EXTENSION.match(vip.to):
+                errors.append(
+                    f"{name}: rules.vip[{i}].to: unknown manager {vip.to!r} "
+                    "(expected a manager of [managers] or a phone number)"
+                )
+            else:
+                _check_number(numbers, vip.to, f"{name}: rules.vip[{i}].to", errors)
+    for i, item in enumerate(rules.blocked):
+        _check_caller(numbers, item, f"{name}: rules.blocked[{i}]", errors)
+
+
+def _check_caller(numbers: Numbers, value: str, where: str, errors: list[str]) -> None:
+    if value.endswith("*"):
+        if not PREFIX.match(value):
+            errors.append(
+                f"{where}: {value!r} is not a prefix (expected '+' and digits of the full "
+                "number, then '*', e.g. '+7495123*')"
+            )
+        return
+    try:
+        numbers.parse(value)
+    except NumberError as exc:
+        errors.append(f"{where}: {exc} (expected a phone number or a prefix like '+7495123*')")
+
+
+def _deputy_loop(config: Config) -> list[str]:
+    """A chain of deputies that comes back to where it started, if any."""
+    graph = {
+        ext: [d for d in m.deputies if d in config.managers] for ext, m in config.managers.items()
+    }
+    done: set[str] = set()
+
+    def walk(ext: str, path: list[str]) -> list[str]:
+        if ext in path:
+            return [*path[path.index(ext) :], ext]
+        if ext in done:
+            return []
+        for deputy in graph.get(ext, []):
+            if deputy == ext:
+                continue  # reported above
+            loop = walk(deputy, [*path, ext])
+            if loop:
+                return loop
+        done.add(ext)
+        return []
+
+    for ext in graph:
+        loop = walk(ext, [])
+        if loop:
+            return loop
+    return []
 
 
 def _refuse_inline_secrets(raw: Mapping[str, Any], name: str, errors: list[str]) -> None:

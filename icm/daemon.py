@@ -1,15 +1,19 @@
 """The daemon: builds every part from the configuration, joins them, starts and stops
 them in order, and reloads the routing settings without dropping a call. Open this first.
 
-One call, from the AMI event to the action sent (eight files)::
+One call answered from the ICM database, from the AMI event to the action sent, in eight
+files (client.py, daemon.py, entries/ami.py, snapshot.py, router.py, icmdb.py, model.py,
+entries/base.py); the wire parsing beneath is icm/ami/frames.py, and a shared store
+(Redis) adds the claim of icm/cluster.py::
 
     icm/ami/client.py     AmiClient: bytes -> Message (icm/ami/frames.py), link kept alive
     icm/daemon.py         Daemon._on_event: dispatch by event name
     icm/entries/ami.py    AmiEntry.on_user_event: UserEvent ICMRoute -> a RouteRequest with
                           the current Snapshot (icm/snapshot.py: router, timing), claimed
                           in a shared store first (Claims, icm/cluster.py)
-    icm/router.py         Router.route: normalise the number, ask the sources in order,
-                          check the answer, the exceptions and the manager's presence
+    icm/router.py         Router.route: normalise the number, run the checks in [rules]
+                          order (icm/rules.py: blocked, VIP, hours, deputies), ask the
+                          sources, check the answer, the exceptions and the presence
     connectors/icmdb.py   IcmDbSource.lookup: the store's binding for this number
                           (CRM sources: connectors/amocrm.py ... behind GuardedSource,
                           icm/guard.py: cache, single-flight, circuit breaker)
@@ -33,7 +37,10 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
 from typing import Any
+
+from aiohttp import web
 
 from icm import __version__
 from icm.ami.client import AmiActionError, AmiClient, AmiError
@@ -41,6 +48,7 @@ from icm.ami.frames import Message
 from icm.calls import CallTracker
 from icm.cluster import Claims
 from icm.config import Config, ConfigError, load, split_host_port
+from icm.connections import ConnectionBudget, quiet_out_of_fds
 from icm.dialing import technology_warnings
 from icm.entries.agi import AgiEntry
 from icm.entries.ami import AmiEntry
@@ -51,6 +59,7 @@ from icm.learner import Learner, LearnSettings
 from icm.logs import Throttled
 from icm.metrics import Metrics
 from icm.presence import PresenceTracker
+from icm.router import now
 from icm.snapshot import Snapshot
 from icm.store import Store, StoreError, is_shared
 
@@ -60,6 +69,13 @@ MAINTENANCE_S = 300.0  # how often stale calls are swept and old learned binding
 HEALTH_S = 2.0  # how often the store is checked
 # Sections a reload cannot change in a running daemon (they need a restart).
 RESTART_ONLY = ("ami", "store", "http", "agi")
+RELOAD_INTERVAL_S = 2.0  # POST /-/reload at most this often
+RELOAD_HEADER = "X-ICM-Reload"  # what `icm reload` sends; no browser sends it unasked
+ABORT_S = 3.0  # how long a failed start-up waits for the parts already started to stop
+
+
+class StartError(Exception):
+    """A part could not start (a port in use, an address not local): one line naming it."""
 
 
 def freeze_startup_heap() -> None:
@@ -84,24 +100,33 @@ class Daemon:
         metrics: Metrics | None = None,
         store: Store | None = None,
         environ: Mapping[str, str] | None = None,
+        clock: Callable[[], datetime] = now,
     ) -> None:
         self.config = config  # as started: [ami], [store], [http], [agi] need a restart
         self.environ = environ if environ is not None else {}
         self.metrics = metrics or Metrics()
         self.store = store or config.store.open()
         self.shared = is_shared(config.store.url)
+        self.clock = clock  # the moment the rules are checked at (tests give their own)
         self.claims = Claims(self.store, self.metrics) if self.shared else None
         self.presence = PresenceTracker(lambda ext: self.snapshot.dial.device(ext))
         # The one thing a reload replaces; each request keeps the one it started with.
-        self.snapshot = Snapshot.build(config, self.store, self.metrics, self.presence.state)
+        self.snapshot = self._build(config)
         self.ami = AmiClient(
             config.ami, self._on_event, on_login=self._after_login, metrics=self.metrics
         )
         current = self._current
         claim = self.claims.route if self.claims else None
         self.entry = AmiEntry(self.ami, current, metrics=self.metrics, claim=claim)
-        self.http_entry = HttpEntry(current, metrics=self.metrics)
-        self.agi = AgiEntry(config.agi, current, metrics=self.metrics)
+        self.connections = ConnectionBudget()
+        self.http_entry = HttpEntry(
+            current,
+            metrics=self.metrics,
+            connections=self.connections,
+            key=config.http.token.get_secret_value(),
+        )
+        # HTTP and AGI connections share what the descriptor limit leaves beside AMI.
+        self.agi = AgiEntry(config.agi, current, metrics=self.metrics, budget=self.connections)
         self.learner: Learner | None = None
         icmdb = config.source_settings("icmdb")
         if isinstance(icmdb, LearnSettings) and icmdb.learn:
@@ -113,11 +138,14 @@ class Daemon:
                 on_learned=self._learned,
                 on_store_error=lambda: self.metrics.store_errors.labels("learn").inc(),
             )
+        if self.learner is not None:
+            self.entry.on_deputy = self.learner.note_deputy
+            self.learner.on_deputy_skipped = self.metrics.deputy_not_learned.inc
         self.tracker = CallTracker(
             lambda channel: self.snapshot.dial.extension_of_channel(channel),
             self.learner.on_finished if self.learner is not None else _ignore,
         )
-        self.http = HttpServer(config.http, self.metrics, self.readiness)
+        self.http = HttpServer(config.http, self.metrics, self.readiness, budget=self.connections)
         self.http.app.router.add_get("/route", self.http_entry.route)
         self.http.app.router.add_post("/-/reload", self._reload_over_http)
         self._handlers: dict[str, list[Callable[[Message], None]]] = {
@@ -133,11 +161,15 @@ class Daemon:
         self._stack = contextlib.AsyncExitStack()
         self._reloading = asyncio.Lock()
         self._reloads: set[asyncio.Task[list[str]]] = set()  # SIGHUP reloads under way
+        self._next_http_reload = 0.0
         self.store_ok = False
         self.resyncs = 0  # completed presence resynchronisations (one per login)
 
     def _current(self) -> Snapshot:
         return self.snapshot
+
+    def _build(self, config: Config) -> Snapshot:
+        return Snapshot.build(config, self.store, self.metrics, self.presence.state, self.clock)
 
     async def _claim_learning(self, uniqueid: str) -> bool:
         assert self.claims is not None
@@ -159,7 +191,10 @@ class Daemon:
         try:
             await self._start_parts()
         except BaseException:
-            await self._stack.aclose()
+            # A part that hangs while stopping must not keep a half-started daemon alive.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(ABORT_S):
+                    await self._stack.aclose()
             raise
         freeze_startup_heap()
 
@@ -175,11 +210,11 @@ class Daemon:
             self.learner.start()
             stack.push_async_callback(_carry_on, "the learner", self.learner.close)
         if self.config.http.enabled:
-            await self.http.start()
+            await _listen("http", self.config.http.listen, self.http.start)
             stack.push_async_callback(_carry_on, "HTTP", self.http.stop)
             log.info("HTTP: /metrics /healthz /readyz /route on %s", self.config.http.listen)
         if self.config.agi.enabled:
-            await self.agi.start()
+            await _listen("agi", self.config.agi.listen, self.agi.start)
             log.info("FastAGI: agi://%s/route", self.config.agi.listen)
         stack.push_async_callback(_carry_on, "FastAGI", self.agi.stop, 0.0)
         tasks = [
@@ -228,6 +263,7 @@ class Daemon:
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, sighup)
         release_sighup()
+        quiet_out_of_fds(loop)
         try:
             await self.start()
             started = True
@@ -267,7 +303,7 @@ class Daemon:
             for section in RESTART_ONLY:
                 if getattr(config, section) != getattr(self.config, section):
                     log.warning("reload: [%s] changed; it takes effect after a restart", section)
-            snapshot = Snapshot.build(config, self.store, self.metrics, self.presence.state)
+            snapshot = self._build(config)
             await snapshot.start()
             old, self.snapshot = self.snapshot, snapshot
             logging.getLogger().setLevel(config.log.level.upper())
@@ -288,9 +324,23 @@ class Daemon:
             await old.close()
         return []
 
-    async def _reload_over_http(self, request: object) -> object:
-        from aiohttp import web
-
+    async def _reload_over_http(self, request: web.Request) -> web.Response:
+        """``POST /-/reload``, as ``icm reload`` sends it. A web page can make a browser
+        send a "simple" request (form or text body, no header of its own) to any address:
+        such requests, and any with an ``Origin``, are refused; reloads (each costs the
+        CRMs a user-map request) are at most one per RELOAD_INTERVAL_S."""
+        refusal = _reload_refusal(request)
+        if refusal:
+            return web.Response(status=403, text=refusal + "\n")
+        now = time.monotonic()
+        if now < self._next_http_reload:
+            wait = self._next_http_reload - now
+            return web.Response(
+                status=429,
+                text=f"reloaded less than {RELOAD_INTERVAL_S:.0f} s ago: try again\n",
+                headers={"Retry-After": str(max(1, round(wait)))},
+            )
+        self._next_http_reload = now + RELOAD_INTERVAL_S
         problems = await self.reload()
         if problems:
             return web.Response(status=400, text="\n".join(problems) + "\n")
@@ -371,6 +421,9 @@ class Daemon:
         published = {"ICM_WAIT": f"{wait:.2f}"}
         if self.config.http.enabled:
             published["ICM_URL"] = f"http://{_reachable(self.config.http.listen, self.http.port)}"
+            key = self.config.http.token.get_secret_value()
+            if key:  # the shipped [icm-curl] context sends it as key=
+                published["ICM_HTTP_KEY"] = key
         if self.config.agi.enabled:
             published["ICM_AGI_URL"] = (
                 f"agi://{_reachable(self.config.agi.listen, self.agi.port)}/route"
@@ -409,6 +462,28 @@ def _reachable(listen: str, bound_port: int) -> str:
     host = "127.0.0.1" if host in ("0.0.0.0", "") else host
     host = f"[{host}]" if ":" in host else host
     return f"{host}:{bound_port or port}"
+
+
+async def _listen(section: str, listen: str, start: Callable[[], Awaitable[None]]) -> None:
+    """Start a server; a port in use (or any socket error) is one line naming the key."""
+    try:
+        await start()
+    except OSError as exc:
+        raise StartError(f"[{section}] listen = {listen!r}: {exc.strerror or exc}") from None
+
+
+def _reload_refusal(request: web.Request) -> str:
+    """Why a reload request may come from a web page rather than ``icm reload``."""
+    if "Origin" in request.headers or request.headers.get("Sec-Fetch-Site", "none") != "none":
+        return "refused: a request from a web page (Origin)"
+    if request.content_type in _SIMPLE_TYPES or request.can_read_body:
+        return "refused: a reload request has no body"
+    if RELOAD_HEADER not in request.headers:
+        return f"refused: no {RELOAD_HEADER} header (use `icm reload`)"
+    return ""
+
+
+_SIMPLE_TYPES = ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data")
 
 
 def _ignore(uniqueid: str, conversations: list[object]) -> None:

@@ -56,7 +56,7 @@ async def run_demo(*, listen: str = "127.0.0.1:9180", once: bool = False) -> int
     decisions.addHandler(handler)
     decisions.propagate = False
 
-    pbx = FakeAsterisk()
+    pbx = FakeAsterisk(tech="PJSIP")  # the shipped dial templates are PJSIP's
     await pbx.start()
     pbx.register("101", "102", "103")
     pbx.register("104", phone=Phone(answer_after=None))
@@ -66,8 +66,6 @@ async def run_demo(*, listen: str = "127.0.0.1:9180", once: bool = False) -> int
                 "ami": {"port": pbx.port, "secret_env": "ICM_DEMO_SECRET"},
                 "routing": {"area_code": "495", "lookup_budget_ms": 1500, "dial_timeout_s": 3},
                 "managers": MANAGERS,
-                # The simulated PBX names its phones the chan_sip way.
-                "dial": {"extension": "SIP/{ext}", "external": "SIP/trunk/{number}"},
                 # The simulated conversations last a few tens of milliseconds.
                 "sources": {"icmdb": {"min_talk_s": 0.01}},
                 "store": {"url": str(Path(tmp) / "icm.db")},
@@ -107,8 +105,8 @@ async def _show(pbx: FakeAsterisk, daemon: Daemon, listen: str, once: bool) -> N
     await pbx.transfer_call("84951234567", "101", "104", talk=0.05)
     _say("   74951234567 talked with 101, who transferred the call to 104")
     await asyncio.sleep(0.2)  # let the learner write
-    pbx.set_device("SIP/102", "UNAVAILABLE")
-    pbx.set_device("SIP/103", "INUSE")
+    pbx.set_device(pbx.device("102"), "UNAVAILABLE")
+    pbx.set_device(pbx.device("103"), "INUSE")
     _say("\nNow Boris (102) unplugs his phone and Vera (103) takes another call.")
     _say("\nSample calls:")
     for number, what in SAMPLE_CALLS:

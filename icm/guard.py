@@ -11,15 +11,21 @@ the router cannot tell the difference except by the answers being faster:
 * **Single-flight.** However many calls from one number arrive together, one lookup is
   in flight; the others wait for its result. With a shared store (Redis) a claim in the
   store extends this to every instance.
-* **Circuit breaker.** After ``breaker_failures`` failures in a row (errors, timeouts)
-  the source is skipped without waiting for ``breaker_cooldown_s``; then one probe
-  lookup is let through: success closes the circuit, failure opens it again. A lookup
-  cancelled by the router (budget spent, another source answered first) counts neither
-  way.
-* **Timeout.** The wrapped lookup is bounded by the source's ``timeout_ms`` here, so a
-  hanging CRM counts as a failure even when the router stopped waiting earlier; the
-  lookup itself goes on in the background until then and fills the cache for the next
-  call.
+* **Circuit breaker.** After ``breaker_failures`` failures of the CRM's own in a row (an
+  error answer, no connection, no answer within its timeout) the source is skipped
+  without waiting for ``breaker_cooldown_s``; then one probe lookup is let through:
+  success closes the circuit, failure opens it again. What is not the CRM's doing counts
+  neither way: a lookup never sent (its own back-off, or ICM's rate limit had no slot in
+  time: :class:`~icm.sources.SourceThrottled`), or stopped at shutdown.
+* **Timeout.** The lookup's own time (``timeout_ms``) runs on the router's clock: from
+  when the router began asking the source. A lookup the router stopped waiting for
+  earlier (budget spent, another source answered first) goes on until then, fills the
+  cache for the next call, and counts by what the CRM did. At the end of its time the
+  lookup has failed, counted before the router reports the timeout.
+  A request is only sent while it leaves the CRM three times its usual answer time (at
+  most a third of its timeout; :mod:`connectors._http_client`) before then, so a lookup
+  that runs out of time had a request the CRM left unanswered: the CRM's failure, not
+  ICM's queue.
 
 The breaker is written here rather than taken from a library: see README's dependency
 section (purgatory counts a cancelled call as a failure or a success, never neither).
@@ -35,18 +41,20 @@ import math
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
 from pydantic import Field
 
 from icm.logs import Throttled
 from icm.model import Answer
+from icm.ratelimit import current
 from icm.sources import (
     Source,
     SourceContext,
     SourceSettings,
     SourceSkipped,
+    SourceThrottled,
     SourceTimeout,
 )
 from icm.store import StoreError
@@ -55,6 +63,7 @@ log = logging.getLogger(__name__)
 
 _ANSWER_FIELDS = frozenset(f.name for f in fields(Answer))
 _POLL_S = 0.02  # how often an instance waiting for another instance's lookup looks again
+_TICK_S = 0.001  # a timer may fire this much before its time
 
 
 class RemoteSourceSettings(SourceSettings):
@@ -90,6 +99,7 @@ class CircuitBreaker:
         self.state = "closed"
         self.failures = 0
         self.opened_at = 0.0
+        self.openings = 0  # how many times it opened
         self._probing = False
 
     def check(self) -> str | None:
@@ -113,14 +123,13 @@ class CircuitBreaker:
     def failure(self) -> bool:
         """Count a failure; True if this one opened the circuit."""
         self._probing = False
-        if self.state == "half-open":
-            self.state, self.opened_at = "open", self.clock()
-            return True
-        self.failures += 1
-        if self.state == "closed" and self.failures >= self.threshold:
-            self.state, self.opened_at = "open", self.clock()
-            return True
-        return False
+        if self.state != "half-open":
+            self.failures += 1
+            if self.state != "closed" or self.failures < self.threshold:
+                return False
+        self.state, self.opened_at = "open", self.clock()
+        self.openings += 1
+        return True
 
     def release(self) -> None:
         """The lookup was cancelled: neither success nor failure."""
@@ -147,8 +156,8 @@ class GuardedSource:
         self.shared = context.shared
         self.metrics = context.metrics
         self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s)
-        # number -> the answer on its way (callers wait on it), until it is in the cache
-        self._inflight: dict[str, asyncio.Future[Answer | None]] = {}
+        # number -> the lookup on its way (callers wait on it), until it is in the cache
+        self._inflight: dict[str, _Flight] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._instance = uuid.uuid4().hex[:12]
         self._store_log = Throttled(log, 30.0)
@@ -174,46 +183,91 @@ class GuardedSource:
         hit, answer = await self._cached(number)
         if hit:
             return answer
-        waiter = self._inflight.get(number)
-        if waiter is None:
-            reason = self.breaker.check()
-            if reason is not None:
-                raise SourceSkipped(self.name, reason)
-            waiter = asyncio.get_running_loop().create_future()
-            waiter.add_done_callback(_retrieve)
-            self._inflight[number] = waiter
-            task = asyncio.create_task(self._fetch(number, waiter), name=f"{self.name}-lookup")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        return await asyncio.shield(waiter)
+        flight = self._inflight.get(number)
+        try:
+            return await self._join(number, flight or self._take_off(number))
+        except SourceThrottled:
+            # A lookup begun for an earlier call had no request slot in that call's
+            # time; this call may have more: its own lookup, once.
+            mine = current().by
+            if flight is None or flight.by is None or (mine is not None and mine <= flight.by):
+                raise
+            return await self._join(number, self._inflight.get(number) or self._take_off(number))
 
-    async def _fetch(self, number: str, waiter: asyncio.Future[Answer | None]) -> None:
+    def _take_off(self, number: str) -> _Flight:
+        reason = self.breaker.check()
+        if reason is not None:
+            raise SourceSkipped(self.name, reason)
+        loop = asyncio.get_running_loop()
+        asker = current()
+        until = asker.timeout_at or loop.time() + self.settings.timeout_ms / 1000
+        flight = _Flight(loop.create_future(), until, asker.by)
+        flight.waiter.add_done_callback(_retrieve)
+        self._inflight[number] = flight
+        task = asyncio.create_task(self._fetch(number, flight), name=f"{self.name}-lookup")
+        flight.task = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return flight
+
+    async def _join(self, number: str, flight: _Flight) -> Answer | None:
+        try:
+            return await asyncio.shield(flight.waiter)
+        except asyncio.CancelledError:
+            # The router stopped waiting. At the source's own timeout (the router's clock
+            # and the lookup's are one), the lookup has failed: count it now, before the
+            # router says "timeout", not a moment after.
+            if asyncio.get_running_loop().time() + _TICK_S >= flight.until:
+                self._expire(flight)
+            raise
+
+    async def _fetch(self, number: str, flight: _Flight) -> None:
         """Ask the source, hand the answer to every waiting call, then cache it (the calls
         do not wait for the store; later calls still find this lookup until then)."""
+        waiter = flight.waiter
         try:
             try:
-                answer = await self._ask(number)
+                answer = await self._ask(number, flight)
             except asyncio.CancelledError:
-                waiter.cancel()
+                if not waiter.done():
+                    waiter.cancel()
                 raise
             except Exception as exc:
-                waiter.set_exception(exc)
+                if not waiter.done():
+                    waiter.set_exception(exc)
                 return
-            waiter.set_result(answer)
+            if not waiter.done():
+                waiter.set_result(answer)
             await self._remember(number, answer)
         finally:
-            self._forget_flight(number, waiter)
+            self._forget_flight(number, flight)
             if self.shared:  # after the cache write: the other instances find it there
                 await self._unclaim(number)
 
-    def _forget_flight(self, number: str, waiter: asyncio.Future[Answer | None]) -> None:
-        if self._inflight.get(number) is waiter:
+    def _forget_flight(self, number: str, flight: _Flight) -> None:
+        if self._inflight.get(number) is flight:
             del self._inflight[number]
 
-    async def _ask(self, number: str) -> Answer | None:
+    def _expire(self, flight: _Flight) -> None:
+        """The lookup's own time is over: a failure (counted once), and it stops."""
+        if flight.settled or flight.waiter.done():
+            return
+        flight.settled = True
+        self._failed()
+        flight.waiter.set_exception(self._timeout())
+        if flight.task is not None:
+            flight.task.cancel()
+
+    def _timeout(self) -> SourceTimeout:
+        return SourceTimeout(self.name, f"no answer within {self.settings.timeout_ms} ms")
+
+    async def _ask(self, number: str, flight: _Flight) -> Answer | None:
+        """The source's answer within its own time. Counted by the breaker: its errors
+        and a timeout; not counted: nothing asked (its own back-off, ICM's rate limit),
+        or a lookup stopped by the daemon."""
         timeout_s = self.settings.timeout_ms / 1000
         try:
-            async with asyncio.timeout(timeout_s):
+            async with asyncio.timeout_at(flight.until):
                 if self.shared:
                     hit, answer = await self._other_instance(number, timeout_s)
                     if hit:
@@ -221,15 +275,16 @@ class GuardedSource:
                         return answer
                 answer = await self.inner.lookup(number)
         except TimeoutError:
-            self._failed()
-            raise SourceTimeout(
-                self.name, f"no answer within {self.settings.timeout_ms} ms"
-            ) from None
+            if not flight.settled:
+                flight.settled = True
+                self._failed()
+            raise self._timeout() from None
         except SourceSkipped:
-            self.breaker.release()  # the source's own back-off: nothing was asked
+            self.breaker.release()  # nothing was asked: the CRM is not to blame
             raise
         except asyncio.CancelledError:
-            self.breaker.release()
+            if not flight.settled:
+                self.breaker.release()
             raise
         except Exception:
             self._failed()
@@ -267,7 +322,8 @@ class GuardedSource:
         return hit, answer
 
     async def _remember(self, number: str, answer: Answer | None) -> None:
-        ttl = self.settings.cache_ttl_s if answer is not None else self.settings.negative_ttl_s
+        known = answer is not None and answer.responsible
+        ttl = self.settings.cache_ttl_s if known else self.settings.negative_ttl_s
         if ttl <= 0:
             return
         value = json.dumps(
@@ -308,6 +364,18 @@ class GuardedSource:
         with contextlib.suppress(StoreError):
             if await self.store.get(self._claim_key(number)) == self._instance:
                 await self.store.delete(self._claim_key(number))
+
+
+@dataclass(slots=True)
+class _Flight:
+    """One lookup in flight: the answer its callers wait for, and when its time is up
+    (loop time)."""
+
+    waiter: asyncio.Future[Answer | None]
+    until: float
+    by: float | None  # when the call it began for stops waiting
+    task: asyncio.Task[None] | None = None
+    settled: bool = False  # counted by the breaker already
 
 
 def _retrieve(future: asyncio.Future[Answer | None]) -> None:

@@ -4,7 +4,9 @@ them back).
 The :class:`Learner` receives each finished call's conversations (from
 :class:`icm.calls.CallTracker`) and keeps the last one that lasted ``min_talk_s`` with a
 manager's extension that is not an exception, from a caller that is a real number and
-not one of the managers' own mobiles. Writes go through a bounded buffer, so a store
+not one of the managers' own mobiles, and not a deputy's conversation in a call ICM gave
+him (the dialplan reports ``ICMDeputy``; ``[rules] deputy_learns`` lets them count).
+Writes go through a bounded buffer, so a store
 that is briefly away loses nothing (up to ``buffer`` calls) and never slows the events.
 
 Its settings are the ``[sources.icmdb]`` section (:class:`LearnSettings`), the source
@@ -32,6 +34,7 @@ from icm.store import Store, StoreError
 log = logging.getLogger(__name__)
 
 WRITE_BATCH = 1000  # learned calls written in one store round trip, at most
+MAX_DEPUTY_CALLS = 10_000  # calls remembered as given to a deputy, until they end
 _Queued = tuple[str, str, str, float, str]  # uniqueid, number, extension, at, note
 
 
@@ -88,19 +91,44 @@ class Learner:
         self._task: asyncio.Task[None] | None = None
         self._full_log = Throttled(log)
         self._won: set[str] = set()  # calls claimed by this instance, not yet written
+        # uniqueid -> the deputy ICM gave the call to (from ICMResult, before its Hangup)
+        self._deputies: collections.OrderedDict[str, str] = collections.OrderedDict()
         self.dropped = 0
+        self.deputy_skipped = 0
+        self.on_deputy_skipped: Callable[[], None] | None = None  # metrics
 
     @property
     def pending(self) -> int:
         return len(self._queue)
 
-    def choose(self, conversations: list[Conversation]) -> tuple[str, str, float, str] | None:
+    def note_deputy(self, uniqueid: str, extension: str) -> None:
+        """The dialplan dialled ``extension`` as a deputy in call ``uniqueid``."""
+        if not uniqueid or not extension:
+            return
+        self._deputies[uniqueid] = extension
+        self._deputies.move_to_end(uniqueid)
+        if len(self._deputies) > MAX_DEPUTY_CALLS:
+            self._deputies.popitem(last=False)
+
+    def choose(
+        self, conversations: list[Conversation], uniqueid: str = ""
+    ) -> tuple[str, str, float, str] | None:
         """(number, extension, when, note) to learn from a finished call, or None."""
         directory = self._directory()
         managers, numbers = directory.managers, directory.numbers
+        deputy = self._deputies.pop(uniqueid, None) if uniqueid else None
+        rules = getattr(directory, "rules", None)
+        if deputy is not None and rules is not None and rules.deputy_learns:
+            deputy = None
         for talk in reversed(conversations):
             if talk.seconds < self.settings.min_talk_s:
                 continue
+            if talk.extension == deputy:
+                self.deputy_skipped += 1
+                if self.on_deputy_skipped is not None:
+                    self.on_deputy_skipped()
+                log.debug("not learned: %s stood in as a deputy in call %s", deputy, uniqueid)
+                return None
             if managers.is_exception(talk.extension):
                 continue
             if managers.get(talk.extension) is None:
@@ -116,7 +144,7 @@ class Learner:
 
     def on_finished(self, uniqueid: str, conversations: list[Conversation]) -> None:
         """CallTracker callback: queue what this call teaches."""
-        chosen = self.choose(conversations)
+        chosen = self.choose(conversations, uniqueid)
         if chosen is None:
             return
         if len(self._queue) == self._queue.maxlen:

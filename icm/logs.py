@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from icm.config import LogSettings
+from icm.safetext import MAX_MESSAGE, capped, escaped
 
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
@@ -26,10 +27,21 @@ def setup(settings: LogSettings) -> None:
         )
     else:
         handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+    handler.addFilter(OneLine())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+class OneLine(logging.Filter):
+    """Every message on one line and of bounded size, whatever callers and peers put in
+    it (the traceback of an exception, our own code's, keeps its lines)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = escaped(capped(record.getMessage(), MAX_MESSAGE))
+        record.msg, record.args = message, None
+        return True
 
 
 class Throttled:

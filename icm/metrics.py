@@ -48,6 +48,12 @@ class Metrics:
         self.decisions = Counter(
             "icm_decisions", "Routing decisions", ["status", "source"], registry=registry
         )
+        self.rule_decisions = Counter(
+            "icm_rule_decisions",
+            "Routing decisions by the rule that made them ([rules] order) and status",
+            ["rule", "status"],
+            registry=registry,
+        )
         self.lookup_seconds = Histogram(
             "icm_lookup_seconds",
             "Time to ask the source chain",
@@ -117,6 +123,11 @@ class Metrics:
         )
         self.learned = Counter(
             "icm_learned", "Conversations learned into the ICM database", registry=registry
+        )
+        self.deputy_not_learned = Counter(
+            "icm_deputy_not_learned",
+            "Conversations with a deputy ICM gave the call to, not learned as a binding",
+            registry=registry,
         )
         self.store_errors = Counter(
             "icm_store_errors", "Store operations that failed", ["operation"], registry=registry

@@ -7,7 +7,7 @@ into a :class:`Decision`, and the entry that received the request delivers it.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 class Status(enum.StrEnum):
@@ -25,6 +25,8 @@ class Status(enum.StrEnum):
     ANONYMOUS = "ANONYMOUS"
     TIMEOUT = "TIMEOUT"
     ERROR = "ERROR"
+    OFFHOURS = "OFFHOURS"  # the manager (or the company) is not at work, no deputy free
+    BLOCKED = "BLOCKED"  # the caller is blocked ([rules] blocked): never connected
 
 
 class Presence(enum.StrEnum):
@@ -101,6 +103,13 @@ class RouteRequest:
     deadline: float = 0.0
     timing: Timing = Timing(1.5, 20)
 
+    def arrived(self, received: float) -> RouteRequest:
+        """The same request, arrived at ``received`` (earlier than its handler ran: it
+        waited in the loop's queue), its deadline moved with it."""
+        if received >= self.received:
+            return self
+        return replace(self, received=received, deadline=self.timing.deadline(received))
+
 
 @dataclass(frozen=True, slots=True)
 class Answer:
@@ -111,6 +120,9 @@ class Answer:
     ICM maps to an extension through ``[managers]``; an answer with none of them means
     the manager is not connected to the PBX. ``active`` False: the CRM says the user is
     fired or deactivated, which counts as no answer (the next source is asked).
+    ``responsible`` False: the source knows the caller but names nobody ICM can use (no
+    responsible set, a user the CRM no longer knows): no answer as well, and ``detail``
+    says why.
     """
 
     extension: str | None = None
@@ -121,6 +133,8 @@ class Answer:
     detail: str = ""
     email: str | None = None
     active: bool = True
+    responsible: bool = True
+    away: str = ""  # the source says the manager is not at work now (why), e.g. Bitrix24
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,12 +157,39 @@ class Step:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One rule's part in a decision: what it found at that moment.
+
+    ``outcome``: passed (nothing to do), matched, found, away, offline, busy, deputy,
+    decided (it settled the call), skipped (nothing to check yet or any more)."""
+
+    rule: str
+    outcome: str
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"rule": self.rule, "outcome": self.outcome, "detail": self.detail}
+
+
+@dataclass(frozen=True, slots=True)
+class Fallback:
+    """A deputy the dialplan dials when the first dial ends in one of ``on``
+    (DIALSTATUS values: BUSY, NOANSWER, CHANUNAVAIL)."""
+
+    extension: str
+    dial: str
+    on: tuple[str, ...]
+
+
 @dataclass(slots=True)
 class Decision:
     """Where a call goes, and why.
 
     :param dial: the Dial() string to ring, empty to send the call back to its scenario.
     :param manager: the chosen manager's extension (or external number), if any.
+    :param deputy: the deputy ``dial`` rings instead of the manager, if any.
+    :param fallback: the deputy to ring when ringing the manager fails, if any.
     """
 
     status: Status
@@ -160,8 +201,13 @@ class Decision:
     reason: str = ""
     steps: list[Step] = field(default_factory=list)
     lookup_ms: float = 0.0
+    rule: str = ""  # the rule that decided (blocked, vip, lookup, hours, presence, deputy)
+    checks: list[Check] = field(default_factory=list)
+    deputy: str = ""  # the deputy dialled instead of the manager
+    fallback: Fallback | None = None
 
     def as_dict(self) -> dict[str, object]:
+        fallback = self.fallback
         return {
             "status": self.status.value,
             "number": self.number,
@@ -172,4 +218,12 @@ class Decision:
             "reason": self.reason,
             "lookup_ms": round(self.lookup_ms, 3),
             "steps": [step.as_dict() for step in self.steps],
+            "rule": self.rule,
+            "deputy": self.deputy,
+            "fallback": (
+                {"deputy": fallback.extension, "dial": fallback.dial, "on": list(fallback.on)}
+                if fallback
+                else None
+            ),
+            "checks": [check.as_dict() for check in self.checks],
         }

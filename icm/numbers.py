@@ -19,13 +19,19 @@ _HIDDEN = frozenset(
     {"", "anonymous", "unknown", "<unknown>", "restricted", "private", "unavailable", "withheld"}
 )
 # Characters people and carriers put around digits; anything else means junk.
-_SEPARATORS = re.compile(r"[\s().\-/]")
-_DIALABLE = re.compile(r"\+?\d+")
+_SEPARATORS = re.compile(r"[\s().\-/]", re.ASCII)
+_DIALABLE = re.compile(r"\+?[0-9]+")
 _MAX_RAW = 64
 # A caller ID with control characters is junk, not a number with odd separators: a CR or
 # LF in it (a SIP From can carry %0D%0A) cuts AMI frames and AGI environments, so each
 # entry would read a different piece of it.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def is_digits(text: str) -> bool:
+    """Only ASCII digits 0-9, at least one: ``str.isdigit`` also takes Arabic-Indic,
+    full-width and superscript digits, which no PBX token or extension holds."""
+    return text.isascii() and text.isdigit()
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +75,7 @@ class Numbers:
         """Digits as dialled inside the country, trunk prefix included (``89161234567``)."""
         parsed = phonenumbers.parse(e164, None)
         dialled = phonenumbers.format_out_of_country_calling_number(parsed, self.country)
-        return re.sub(r"\D", "", dialled)
+        return re.sub(r"[^0-9]", "", dialled)
 
     def _normalise(self, raw: str) -> str | Skip:
         if _CONTROL.search(raw):

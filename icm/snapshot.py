@@ -2,10 +2,10 @@
 request keeps for its whole life.
 
 A running daemon holds one :class:`Snapshot` (numbers, managers, dial strings, sources,
-router and :class:`Timing`). An entry takes the current one when a request arrives and
-uses it until the answer is sent: a reload swaps the daemon's snapshot in one assignment,
-and a call in flight finishes with the one it started with. Every time limit derived from
-the lookup budget is derived here, once.
+the administrator's rules, router and :class:`Timing`). An entry takes the current one
+when a request arrives and uses it until the answer is sent: a reload swaps the daemon's
+snapshot in one assignment, and a call in flight finishes with the one it started with.
+Every time limit derived from the lookup budget is derived here, once.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from icm.config import Config
 from icm.dialing import DialStrings
@@ -21,7 +22,8 @@ from icm.managers import Managers
 from icm.metrics import Metrics
 from icm.model import Presence, Timing
 from icm.numbers import Numbers
-from icm.router import Router
+from icm.router import Router, now
+from icm.rules import Rules
 from icm.sources import Source, SourceContext, SourceSettings, installed_sources
 from icm.store import Store, is_shared
 
@@ -59,16 +61,25 @@ class Snapshot:
     sources: list[tuple[Source, SourceSettings]]
     router: Router
     timing: Timing
+    rules: Rules
 
     @classmethod
     def build(
-        cls, config: Config, store: Store, metrics: Metrics, presence: Callable[[str], Presence]
+        cls,
+        config: Config,
+        store: Store,
+        metrics: Metrics,
+        presence: Callable[[str], Presence],
+        clock: Callable[[], datetime] = now,
     ) -> Snapshot:
+        """:param clock: the moment the rules are checked at (tests and ``icm lookup --at``
+        give their own)."""
         numbers = config.numbers()
         managers = Managers.from_config(config, numbers)
         dial = DialStrings(config.dial, numbers)
         context = source_context(config, store, numbers, managers, metrics)
         sources = build_sources(config, context)
+        rules = Rules.from_config(config, numbers)
         router = Router(
             settings=config.routing,
             sources=sources,
@@ -77,9 +88,11 @@ class Snapshot:
             dial=dial,
             presence=presence,
             metrics=metrics,
+            rules=rules,
+            clock=clock,
         )
         timing = Timing(config.routing.lookup_budget_ms / 1000, config.routing.dial_timeout_s)
-        return cls(config, numbers, managers, dial, context, sources, router, timing)
+        return cls(config, numbers, managers, dial, context, sources, router, timing, rules)
 
     async def start(self) -> None:
         for source, _ in self.sources:

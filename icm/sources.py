@@ -51,6 +51,7 @@ class SourceError(Exception):
         SourceError
         ├── SourceTimeout            no answer within the source's own time
         ├── SourceSkipped            not asked at all (circuit open, paused)
+        │   └── SourceThrottled      no request slot in time (ICM's own rate limit)
         ├── SourceConnectionError    not reached, or the connection dropped
         └── SourceResponseError      it answered, with an error (``status``)
             ├── SourceAuthError      credentials or rights refused
@@ -76,6 +77,11 @@ class SourceTimeout(SourceError):
 class SourceSkipped(SourceError):
     """The source was not asked for this call (circuit open, backing off after a rate
     limit): nothing was waited for."""
+
+
+class SourceThrottled(SourceSkipped):
+    """ICM's own rate limit had no request slot for this lookup within its time: it was
+    refused at once, and the CRM was not asked (nor counted against)."""
 
 
 class SourceConnectionError(SourceError):

@@ -114,8 +114,8 @@ def make_config(tmp_path: Path) -> Callable[..., Config]:
             "sources": {"icmdb": {"min_talk_s": 0.01}},
             "store": {"url": str(tmp_path / "icm.db")},
             "http": {"listen": "127.0.0.1:0"},
-            # The simulated Asterisk (simpbx/) dials and names devices only the
-            # chan_sip way; the shipped defaults are PJSIP's.
+            # Most simulated tests run the simulator as chan_sip (its default, and the
+            # names they use); tests/test_simpbx_pjsip.py runs the shipped PJSIP defaults.
             "dial": {"extension": "SIP/{ext}", "external": "SIP/trunk/{number}"},
         }
         return from_dict(deep_merge(base, sections), "test.toml", SECRET_ENV | (environ or {}))
@@ -128,8 +128,8 @@ async def start_daemon() -> AsyncIterator[Callable[..., Any]]:
     """Start daemons that are stopped at the end of the test."""
     running: list[Daemon] = []
 
-    async def start(config: Config, *, wait_login: bool = True) -> Daemon:
-        daemon = Daemon(config)
+    async def start(config: Config, *, wait_login: bool = True, **options: Any) -> Daemon:
+        daemon = Daemon(config, **options)
         await daemon.start()
         running.append(daemon)
         if wait_login:

@@ -7,13 +7,15 @@ garbage, a truncated or a huge body, or any scripted status.
 
 A fake running in another process (the bench) is steered over HTTP: ``POST /_fake/delay``
 (``{"s": 0.05}``) and ``GET /_fake/requests?since=N`` (each request's path and its
-``perf_counter`` start and end, comparable across processes on one machine).
+``perf_counter`` start and end, comparable across processes on one machine, and
+``throttled``: how many requests its own limit refused).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import random
 import re
 import secrets
 import time
@@ -60,6 +62,7 @@ class FakeServer:
         self.requests: list[Recorded] = []
         self.delay = 0.0
         self.faults: deque[Fault] = deque()
+        self.throttled = 0  # requests refused by the CRM's own rate limit
         self.app = web.Application(middlewares=[self._middleware], client_max_size=10 * 2**20)
         self.app.router.add_post("/_fake/delay", self._set_delay)
         self.app.router.add_get("/_fake/requests", self._requests)
@@ -97,6 +100,7 @@ class FakeServer:
         return _json(
             {
                 "count": len(self.requests),
+                "throttled": self.throttled,
                 "requests": [[r.path, r.started, r.ended] for r in done],
             }
         )
@@ -198,15 +202,23 @@ class FakeAmoCrm(FakeServer):
     """amoCRM API v4.
 
     :param rate_per_s: over it, 429; after ``ban_after`` 429s in a row, 403 for everyone
-        (the flood ban).
+        (the flood ban). Requests are counted as they reach the CRM, in any one second
+        (CRM-NOTES: "7 requests/s per integration; over it: 429").
+    :param jitter_s: each request reaches the CRM up to this much later than it was sent
+        (the network; issue 14.6 saw the 8th request arrive 966 ms after the 1st).
     """
 
     CLIENT_ID = "4f1c3b2a-0000-4000-8000-client-id"
     CLIENT_SECRET = "amo-client-secret-Zx81"
     REDIRECT = "https://icm.example/oauth"
 
-    def __init__(self, *, rate_per_s: float = 7, ban_after: int = 20) -> None:
+    def __init__(
+        self, *, rate_per_s: float = 7, ban_after: int = 20, jitter_s: float = 0.0
+    ) -> None:
         super().__init__()
+        self.jitter_s = jitter_s
+        self.arrivals: list[float] = []  # when each request was counted (monotonic)
+        self._rng = random.Random(14)
         self.contacts: list[dict[str, Any]] = []
         self.companies: list[dict[str, Any]] = []
         self.leads: list[dict[str, Any]] = []
@@ -218,7 +230,6 @@ class FakeAmoCrm(FakeServer):
         self.refresh_delay = 0.0
         self.rate_per_s = rate_per_s
         self.ban_after = ban_after
-        self.throttled = 0
         self.banned = False
         self._recent: deque[float] = deque()
         self._throttled_in_a_row = 0
@@ -263,6 +274,38 @@ class FakeAmoCrm(FakeServer):
             }
         )
 
+    def add_lead(
+        self,
+        ident: int,
+        responsible: int,
+        *,
+        name: str = "Lead",
+        text: str = "",
+        updated_at: int = 1_700_000_000,
+        closed_at: int | None = None,
+    ) -> None:
+        """A lead: no PHONE field (amoCRM leads have none); the caller's number, if any,
+        is written in its name or in a text field, as people do."""
+        fields = [
+            {
+                "field_id": 300100,
+                "field_name": "Комментарий",
+                "field_code": None,
+                "field_type": "text",
+                "values": [{"value": text}],
+            }
+        ]
+        self.leads.append(
+            {
+                "id": ident,
+                "name": name,
+                "responsible_user_id": responsible,
+                "updated_at": updated_at,
+                "closed_at": closed_at,
+                "custom_fields_values": fields if text else None,
+            }
+        )
+
     def add_user(self, ident: int, name: str, email: str, active: bool = True) -> None:
         self.users.append(
             {
@@ -299,6 +342,7 @@ class FakeAmoCrm(FakeServer):
         if self.banned:
             return _json({"title": "Forbidden", "status": 403, "detail": "IP blocked"}, 403)
         now = time.monotonic()
+        self.arrivals.append(now)
         self._recent.append(now)
         while self._recent and self._recent[0] <= now - 1:
             self._recent.popleft()
@@ -316,6 +360,7 @@ class FakeAmoCrm(FakeServer):
 
     def _list_handler(self, kind: str) -> Handler:
         async def handle(request: web.Request) -> web.StreamResponse:
+            await self._network()
             refused = self._gate(request)
             if refused is not None:
                 return refused
@@ -326,6 +371,15 @@ class FakeAmoCrm(FakeServer):
                 items = [i for i in items if str(i["id"]) in ids]
             if query:
                 items = [i for i in items if _amo_matches(i, query)]
+            # filter[updated_at][from]: records updated at that Unix time or later.
+            since = request.query.get("filter[updated_at][from]")
+            if since is not None:
+                items = [i for i in items if i.get("updated_at", 0) >= int(since)]
+            # order[updated_at]=desc|asc, as the list methods document (entities' "order"
+            # parameter: created_at, updated_at, id).
+            order = request.query.get("order[updated_at]")
+            if order in ("asc", "desc"):
+                items = sorted(items, key=lambda i: i.get("updated_at", 0), reverse=order == "desc")
             limit = min(int(request.query.get("limit", "50")), 250)
             page = int(request.query.get("page", "1"))
             chunk = items[(page - 1) * limit : page * limit]
@@ -358,7 +412,12 @@ class FakeAmoCrm(FakeServer):
         out["_links"] = {"self": {"href": f"{self.url}/api/v4/x/{item['id']}"}}
         return out
 
+    async def _network(self) -> None:
+        if self.jitter_s:
+            await asyncio.sleep(self._rng.uniform(0, self.jitter_s))
+
     async def _users(self, request: web.Request) -> web.StreamResponse:
+        await self._network()
         refused = self._gate(request)
         if refused is not None:
             return refused
@@ -401,18 +460,15 @@ class FakeAmoCrm(FakeServer):
 
 
 def _amo_matches(item: dict[str, Any], query: str) -> bool:
-    """amoCRM's ``query``: a substring of any filled field; phones compared on digits."""
-    if query in str(item.get("name", "")) or query in str(item.get("note", "")):
-        return True
+    """amoCRM's ``query``: a substring of any filled field (CRM-NOTES, "query is a
+    full-text substring search over all filled fields"); a query of digits also finds
+    them written with separators (``222-11-00`` for ``2221100``) in any field, as the
+    search box does for phones."""
+    texts = [str(item.get("name", "")), str(item.get("note", ""))]
     for field_ in item.get("custom_fields_values") or []:
-        for value in field_["values"]:
-            text = str(value["value"])
-            if field_.get("field_code") == "PHONE":
-                if digits(query) and digits(query) in digits(text):
-                    return True
-            elif query in text:
-                return True
-    return False
+        texts += [str(value["value"]) for value in field_["values"]]
+    wanted = digits(query) if query.isdigit() else ""
+    return any(query in text or (wanted and wanted in digits(text)) for text in texts)
 
 
 # Bitrix24 -------------------------------------------------------------------------------
@@ -448,8 +504,24 @@ class FakeBitrix24(FakeServer):
     def webhook(self) -> str:
         return f"{self.url}/rest/{self.USER_ID}/{self.CODE}/"
 
-    def add_entity(self, kind: str, ident: int, phones: list[str], assigned: str) -> None:
-        self.entities.append({"type": kind, "id": ident, "phones": phones, "assigned": assigned})
+    def add_entity(
+        self,
+        kind: str,
+        ident: int,
+        phones: list[str],
+        assigned: str,
+        *,
+        modified: str = "2025-01-01T10:00:00+03:00",
+    ) -> None:
+        self.entities.append(
+            {
+                "type": kind,
+                "id": ident,
+                "phones": phones,
+                "assigned": assigned,
+                "modified": modified,
+            }
+        )
 
     def add_user(
         self,
@@ -532,6 +604,7 @@ class FakeBitrix24(FakeServer):
     ) -> web.StreamResponse:
         method = method.removesuffix(".json")
         if not self._bucket():
+            self.throttled += 1
             return _error(503, "QUERY_LIMIT_EXCEEDED", "Too many requests")
         if method in self.blocked_methods:
             return _error(
@@ -569,10 +642,13 @@ class FakeBitrix24(FakeServer):
             ident = str(params.get("id") or params.get("ID") or "")
             for entity in self.entities:
                 if entity["type"] == match[1] and str(entity["id"]) == ident:
-                    return (
-                        {"ID": str(entity["id"]), "ASSIGNED_BY_ID": entity["assigned"]},
-                        {},
-                    )
+                    # crm.contact.get's fields: DATE_MODIFY is ISO 8601 with the offset.
+                    found_entity = {
+                        "ID": str(entity["id"]),
+                        "ASSIGNED_BY_ID": entity["assigned"],
+                        "DATE_MODIFY": entity["modified"],
+                    }
+                    return found_entity, {}
             raise _B24Error(400, "", "Not found")
         if method == "user.get":
             start = int(params.get("start") or 0)
@@ -587,8 +663,10 @@ class FakeBitrix24(FakeServer):
         raise _B24Error(404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
 
     def _matching(self, phones: list[str]) -> list[dict[str, Any]]:
+        """Bitrix's own priority between kinds; within a kind, the order the records were
+        added in (the portal promises none: not the newest first)."""
         wanted = {digits(p) for p in phones}
-        order = {"contact": 0, "company": 1, "lead": 2}  # Bitrix's own priority
+        order = {"contact": 0, "company": 1, "lead": 2}
         found = [e for e in self.entities if any(digits(p) in wanted for p in e["phones"])]
         return sorted(found, key=lambda e: order[e["type"]])
 
@@ -705,8 +783,13 @@ class FakeMegaplan(FakeServer):
     USERNAME = "icm@example.ru"
     PASSWORD = "mp-password-Hj4!"
 
-    def __init__(self, *, errors_in_200: bool = False) -> None:
+    def __init__(self, *, errors_in_200: bool = False, rate_per_s: float = 0) -> None:
+        """:param rate_per_s: if set, more requests than this in any second are answered
+        429 with ``Retry-After: 1`` (Megaplan publishes no figure; CRM-NOTES: "clients
+        handle 429 with Retry-After", one client library keeps to 5/s)."""
         super().__init__()
+        self.rate_per_s = rate_per_s
+        self._recent: deque[float] = deque()
         self.clients: list[dict[str, Any]] = []
         self.employees: list[dict[str, Any]] = []
         self.tokens: set[str] = set()
@@ -729,12 +812,15 @@ class FakeMegaplan(FakeServer):
         responsibles: list[tuple[str, int]],
         *,
         name: str = "Client",
+        updated: str = "2025-01-01T10:00:00+03:00",
     ) -> None:
         self.clients.append(
             {
                 "contentType": kind,
                 "id": str(ident),
                 "name": name,
+                # API v3 dates: {"contentType": "DateTime", "value": ISO 8601}.
+                "timeUpdated": {"contentType": "DateTime", "value": updated},
                 "contactInfo": [
                     {"contentType": "ContactInfo", "type": "phone", "value": p} for p in phones
                 ],
@@ -770,6 +856,20 @@ class FakeMegaplan(FakeServer):
         auth = request.headers.get("Authorization", "")
         return auth.startswith("Bearer ") and auth[7:] in self.tokens
 
+    def _over_limit(self) -> web.Response | None:
+        if not self.rate_per_s:
+            return None
+        now = time.monotonic()
+        self._recent.append(now)
+        while self._recent and self._recent[0] <= now - 1:
+            self._recent.popleft()
+        if len(self._recent) <= self.rate_per_s:
+            return None
+        self.throttled += 1
+        response = self._envelope(None, 429, message="Too many requests")
+        response.headers["Retry-After"] = "1"
+        return response
+
     def _query(self, request: web.Request) -> dict[str, Any]:
         # The server decodes the whole query string as form data: "+" becomes a space.
         raw = unquote_plus(request.rel_url.raw_query_string)
@@ -803,6 +903,9 @@ class FakeMegaplan(FakeServer):
     async def _search(self, request: web.Request) -> web.StreamResponse:
         if not self._authorised(request):
             return self._envelope(None, 401, message="Unauthorized")
+        over = self._over_limit()
+        if over is not None:
+            return over
         try:
             params = self._query(request)
         except ValueError:
@@ -828,6 +931,9 @@ class FakeMegaplan(FakeServer):
         async def handle(request: web.Request) -> web.StreamResponse:
             if not self._authorised(request):
                 return self._envelope(None, 401, message="Unauthorized")
+            over = self._over_limit()
+            if over is not None:
+                return over
             for client in self.clients:
                 if client["contentType"] == kind and client["id"] == request.match_info["id"]:
                     return self._envelope(client)
@@ -838,6 +944,9 @@ class FakeMegaplan(FakeServer):
     async def _employees(self, request: web.Request) -> web.StreamResponse:
         if not self._authorised(request):
             return self._envelope(None, 401, message="Unauthorized")
+        over = self._over_limit()
+        if over is not None:
+            return over
         params = self._query(request)
         limit = int(params.get("limit", 100))
         start = 0

@@ -217,6 +217,7 @@ async def test_caller_hangs_up_while_the_manager_rings(pbx, icm):
         "ICMToken": placed.result()["ICMToken"],
         "ICMStatus": "ABANDONED",
         "ICMDialStatus": "CANCEL",
+        "ICMDeputy": "",
     }
     assert placed.reached == []
 

@@ -31,7 +31,7 @@ def test_the_example_is_valid_and_documents_every_key():
     assert config.ami.secret.get_secret_value() == "s3cret-value"
     example = (ROOT / "icm.toml.example").read_text()
     sections = [(s, type(getattr(config, s))) for s in ("ami", "routing", "dial", "store")]
-    sections += [(s, type(getattr(config, s))) for s in ("http", "agi", "log")]
+    sections += [(s, type(getattr(config, s))) for s in ("http", "agi", "log", "rules")]
     sections += [(f"sources.{s}", type(config.source_settings(s))) for s in SOURCES]
     for section, model in sections:
         secrets = secret_fields(model)

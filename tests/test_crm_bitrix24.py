@@ -71,7 +71,10 @@ async def test_fired_user_and_closed_work_day(tmp_path, b24, sqlite_store):
     async with running(config(tmp_path, b24, section), sqlite_store) as router:
         await sqlite_store.delete("cache:bitrix24:+79031234567")
         closed = await route(router, "+79031234567")
-    assert steps(closed) == [("bitrix24", "inactive")] and "not at work" in closed.steps[0].detail
+    # A closed work day is "away" for the hours rule: no deputy here, so OFFHOURS.
+    assert steps(closed) == [("bitrix24", "answered")] and "not at work" in closed.steps[0].detail
+    assert (closed.status, closed.manager, closed.rule) == (Status.OFFHOURS, "104", "hours")
+    assert "Bitrix24 work day CLOSED" in closed.reason
 
 
 async def test_mobile_rings_only_when_enabled_and_none_configured(tmp_path, b24, sqlite_store):
@@ -103,7 +106,8 @@ async def test_duplicates_path_in_one_batch(tmp_path, b24, sqlite_store):
     batches = b24.calls("/batch")
     assert len(batches) == 2
     commands = json.loads(batches[0].body)["cmd"]
-    assert commands["contact"] == "crm.contact.get?id=$result[found][CONTACT][0]"
+    assert commands["contact0"] == "crm.contact.get?id=$result[found][CONTACT][0]"
+    assert commands["company4"] == "crm.company.get?id=$result[found][COMPANY][4]"
     assert commands["found"].count("values%5B%5D=") == 4
 
 

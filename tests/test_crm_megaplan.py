@@ -78,9 +78,9 @@ async def test_mapped_by_email_inactive_and_unknown(tmp_path, mp, sqlite_store):
         nobody = await route(router, "+79051234567")
         unknown = await route(router, "+79261234567")
     assert steps(fired) == [("megaplan", "inactive")]
-    assert nobody.status is Status.NOTCONNECTED and "no responsible employee" in (
-        nobody.steps[0].detail
-    )
+    # No responsible employee (only a group): no answer, not NOTCONNECTED (issue 14.4).
+    assert nobody.status is Status.NOTFOUND and steps(nobody) == [("megaplan", "no-answer")]
+    assert nobody.steps[0].detail == "human 3 has no responsible employee"
     assert unknown.status is Status.NOTFOUND
 
 

@@ -24,6 +24,7 @@ from simpbx.dialplan import (
     parse_wait_for_condition,
     separate_args,
 )
+from simpbx.dialplan.timeouts import parse_offset
 
 SHIPPED = Path(__file__).resolve().parent.parent / "config" / "asterisk" / "extensions_icm.conf"
 
@@ -64,6 +65,7 @@ class Host:
         self.variables: dict[str, str] = {}
         self.globals: dict[str, str] = dict(globals_ or {})
         self.hangup_requested = asyncio.Event()
+        self.soft_hangups: set[str] = set()
         self.events: list[tuple[str, dict[str, str]]] = []
         self.dials: list[tuple[str, float | None, str]] = []
         self.apps: list[tuple[str, list[str]]] = []
@@ -661,7 +663,8 @@ exten => s,1,Dial(SIP/1,${T},${O})
         ("20", "", "NOANSWER", True, 20.0),
         ("20", "", "ANSWER", False, 20.0),  # answered without g: the call ends
         ("20", "gT", "ANSWER", True, 20.0),
-        ("2.9", "g", "BUSY", True, 2.0),  # atoi: whole seconds
+        ("2.9", "g", "BUSY", True, 2.9),  # %lf: a fraction counts (Asterisk 20)
+        ("0.5", "", "NOANSWER", True, 0.5),
     ]
     for timeout, options, status, continues, seen_timeout in cases:
         host = Host(globals_={"T": timeout, "O": options}, dial_status=status)
@@ -673,7 +676,7 @@ exten => s,1,Dial(SIP/1,${T},${O})
     host = Host(globals_={"T": "0", "O": ""})
     interp = await run(plan(text), host, "c")
     assert host.dials == [("SIP/1", None, "")]
-    assert "Invalid timeout specified: '0'" in interp.warnings[0]
+    assert "Invalid answer timeout specified: '0'" in interp.warnings[0]
 
 
 async def test_dial_after_hangup_is_cancelled() -> None:
@@ -1010,7 +1013,7 @@ async def test_shipped_zero_dial_timeout_rings_forever_with_a_warning() -> None:
     interp = await run(SHIPPED_PLAN, host, "from-trunk", "74951230000")
     assert host.dials == [("SIP/101", None, "g")]
     assert len(interp.warnings) == 1
-    assert "Invalid timeout" in interp.warnings[0]
+    assert "Invalid answer timeout" in interp.warnings[0]
 
 
 async def test_shipped_stale_dialstatus_on_abandon() -> None:
@@ -1019,3 +1022,53 @@ async def test_shipped_stale_dialstatus_on_abandon() -> None:
     host = Host(globals_=FAST, dial_status="ANSWER", hangup_after=0.1)
     await call(host, "from-trunk-after-dial")
     assert result(host) == ("ABANDONED", "")
+
+
+@pytest.mark.parametrize(
+    ("value", "offset"),
+    [("1.500", 1.5), ("5", 5.0), ("0.000", 0.0), ("0", 0.0), ("-1", 0.0), ("abc", 0.0), ("", 0.0)],
+)
+def test_timeout_absolute_reads_its_value_as_func_timeout_does(value: str, offset: float) -> None:
+    assert parse_offset(value) == offset
+
+
+async def test_timeout_absolute_jumps_to_t_and_the_call_goes_on() -> None:
+    host = Host()
+    interp = await run(
+        plan(
+            "[c]\nexten => s,1,Set(BEFORE=${TIMEOUT(absolute)})\n"
+            " same => n,Set(TIMEOUT(absolute)=0.5)\n"
+            " same => n,Set(LEFT=${TIMEOUT(absolute)})\n"
+            " same => n,Wait(30)\n"
+            " same => n,Set(NEVER=reached)\n"
+            "exten => T,1,Set(AFTER=${TIMEOUT(absolute)})\n"
+            " same => n,Set(DONE=yes)\n"
+        ),
+        host,
+        "c",
+    )
+    assert host.variables["BEFORE"] == "0"
+    assert 0 < float(host.variables["LEFT"]) <= 0.5
+    assert "NEVER" not in host.variables
+    assert host.variables["AFTER"] == "0" and host.variables["DONE"] == "yes"
+    assert not host.hangup_requested.is_set()
+    assert interp.warnings == []
+
+
+async def test_timeout_absolute_without_t_ends_the_call_and_zero_cancels_it() -> None:
+    host = Host()
+    await run(
+        plan(
+            "[c]\nexten => s,1,Set(TIMEOUT(absolute)=0.05)\n"
+            " same => n,Set(TIMEOUT(absolute)=0)\n"
+            " same => n,Wait(0.1)\n"
+            " same => n,Set(TIMEOUT(absolute)=0.05)\n"
+            " same => n,Set(SURVIVED=${TIMEOUT(absolute)})\n"
+            " same => n,Wait(30)\n"
+            " same => n,Set(NEVER=reached)\n"
+        ),
+        host,
+        "c",
+    )
+    assert float(host.variables["SURVIVED"]) > 0  # the cancelled timeout never fired
+    assert "NEVER" not in host.variables and host.hangup_requested.is_set()

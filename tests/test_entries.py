@@ -24,6 +24,13 @@ exten => _X.,1,Gosub(icm-agi,6100,1)
 [from-trunk-curl]
 exten => _X.,1,Gosub(icm-curl,6100,1)
  same => n,Queue(reception)
+[from-trunk-timed]
+exten => _X.,1,Set(TIMEOUT(absolute)=600)
+ same => n,Set(AGIEXITONHANGUP=no)
+ same => n,Gosub(icm-agi,6100,1)
+ same => n,Set(LEFT=${TIMEOUT(absolute)})
+ same => n,Set(EXIT=${AGIEXITONHANGUP})
+ same => n,Queue(reception)
 """
 CLIENT = "+79161234567"
 
@@ -128,7 +135,7 @@ async def test_agi_daemon_down_fails_at_once(pbx):
     pbx.globals["ICM_AGI_URL"] = f"agi://127.0.0.1:{free_port()}/route"  # nothing listens
     started = time.monotonic()
     placed = await call(pbx, "agi")
-    assert time.monotonic() - started < 1.5  # no waiting out the 1.5 s default wait
+    assert time.monotonic() - started < 1.5  # not waiting out the 1.5 s default budget
     assert placed.variables["AGISTATUS"] == "FAILURE"
     assert placed.status == "TIMEOUT" and placed.reached == [("Queue", ["reception"])]
 
@@ -202,3 +209,25 @@ async def test_http_route_answers(icm):
         icm.http_entry.current = lambda: broken  # the router fails: 500 and ERROR, as over AMI
         async with session.get(base, params={"number": CLIENT}) as response:
             assert response.status == 500 and await response.text() == "ERROR||||1"
+
+
+async def test_agi_daemon_alive_but_silent_comes_back_within_the_budget(pbx):
+    """Issue 10, defect 1: a daemon that accepts and never answers (SIGSTOP, a hung loop)
+    holds the call at most ICM_WAIT; the scenario's own absolute timeout and
+    AGIEXITONHANGUP are given back."""
+
+    async def silent(reader, writer):
+        await asyncio.sleep(60)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    pbx.globals["ICM_AGI_URL"] = f"agi://127.0.0.1:{server.sockets[0].getsockname()[1]}/route"
+    pbx.globals["ICM_WAIT"] = "0.3"
+    started = time.monotonic()
+    placed = await call(pbx, "timed")
+    elapsed = time.monotonic() - started
+    server.close()
+    assert 0.3 <= elapsed < 10  # the silent daemon would hold it for 60 s
+    assert placed.variables["AGISTATUS"] == "HANGUP"
+    assert placed.status == "TIMEOUT" and placed.reached == [("Queue", ["reception"])]
+    assert 590 < float(placed.variables["LEFT"]) <= 600
+    assert placed.variables["EXIT"] == "no"

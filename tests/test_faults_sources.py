@@ -95,6 +95,7 @@ async def test_a_failing_source_leaves_the_call_to_the_next(
     ), where([placed], replies)
     delay = replies.delay(placed)
     assert delay is not None and delay <= BUDGET_S, delay
+    await until(lambda: decision_lines(caplog) != [])
     [line] = decision_lines(caplog)
     assert f"steps={crm_step}:" in line and " icmdb:answered:" in line, line
     # The source really asked, with its token (aiohttp retries a GET once on /close).
@@ -152,5 +153,6 @@ async def test_a_source_allowed_the_whole_budget_leaves_nothing_for_the_next(
     assert placed.reached == [("Queue", ["reception"])]
     delay = replies.delay(placed)
     assert delay is not None and delay <= BUDGET_S, delay
+    await until(lambda: decision_lines(caplog) != [])  # logged once the answer is away
     [line] = decision_lines(caplog)
     assert "steps=crm:cut:" in line and "icmdb:cut:" in line, line

@@ -3,12 +3,14 @@ per number, the circuit breaker, and parallel lookups against two real fake CRMs
 
 import asyncio
 import time
+from collections import Counter
 
 import pytest
 
 from icm.guard import CircuitBreaker, GuardedSource, RemoteSourceSettings, cache_key
 from icm.model import Answer, Status
-from icm.sources import SourceContext, SourceError, SourceSkipped
+from icm.ratelimit import RateLimiter, asking
+from icm.sources import SourceContext, SourceError, SourceSkipped, SourceThrottled
 from icm.store import SqliteStore
 
 from .crm_fakes import FakeAmoCrm, FakeBitrix24
@@ -75,7 +77,10 @@ async def test_forget_drops_the_cached_answer(tmp_path, amo, sqlite_store, capsy
             while await sqlite_store.get(cache_key("amocrm", CLIENT)) is None:
                 await asyncio.sleep(0.01)
     path = tmp_path / "icm.toml"
-    path.write_text(f'[store]\nurl = "{tmp_path / "icm.db"}"\n', encoding="utf-8")
+    path.write_text(
+        f'[store]\nurl = "{tmp_path / "icm.db"}"\n[managers.101]\nname = "Anna"\n',
+        encoding="utf-8",
+    )
     assert await asyncio.to_thread(cli.main, ["forget", "8 916 123-45-67", "-c", str(path)]) == 0
     out = capsys.readouterr().out
     assert out == "+79161234567: nothing learned; cached answers dropped: amocrm\n"
@@ -83,20 +88,57 @@ async def test_forget_drops_the_cached_answer(tmp_path, amo, sqlite_store, capsy
 
 
 async def test_circuit_opens_skips_without_waiting_then_closes(tmp_path, amo, sqlite_store):
-    section = {"breaker_failures": 3, "breaker_cooldown_s": 0.5, "timeout_ms": 300}
+    """The third routed timeout has opened the circuit by the time the router says so
+    (issue 12.7): the router's wait and the lookup's own time are one clock."""
+    section = {
+        "breaker_failures": 3,
+        "breaker_cooldown_s": 30,
+        "timeout_ms": 300,
+        "entities": ["contacts"],
+    }
     async with running(config(tmp_path, amo, **section), sqlite_store) as router:
+        [(guard, _)] = router.sources
+        now = [0.0]
+        guard.breaker.clock = lambda: now[0]
         amo.fault("hang", count=3, path="/contacts")
         for i in range(3):
             assert steps(await route(router, f"+7903123456{i}")) == [("amocrm", "timeout")]
+            assert guard.breaker.failures == i + 1
         sent = len(amo.requests)
         skipped = await route(router, "+79031234569")
         # Skipped without waiting: nothing was sent, so there was nothing to wait for.
         assert steps(skipped) == [("amocrm", "skipped")]
-        assert skipped.steps[0].detail == "circuit open after 3 failures; retry in 1 s"
+        assert skipped.steps[0].detail == "circuit open after 3 failures; retry in 30 s"
         assert len(amo.requests) == sent
-        await asyncio.sleep(0.55)
+        now[0] = 30.5
         assert (await route(router)).manager == "101"  # the probe: closed again
         assert steps(await route(router, "+79031234568")) == [("amocrm", "no-answer")]
+
+
+async def test_local_throttling_never_opens_the_circuit(tmp_path, amo, sqlite_store):
+    """Issue 14.7: 30 distinct callers at once against a healthy amoCRM (50 ms). The
+    lookups that cannot have a request slot in time are skipped at once, say so, and do
+    not count against the CRM."""
+    amo.rate_per_s = 1000  # the fake's own limit is not what this test is about
+    amo.delay = 0.05
+    for i in range(30):
+        amo.add_contact(1000 + i, [f"+7917000{i:04d}"], 5550001)
+    cfg = config(tmp_path, amo, entities=["contacts"])
+    async with running(cfg, sqlite_store) as router:
+        [(guard, _)] = router.sources
+        decisions = await asyncio.gather(
+            *(route(router, f"+7917000{i:04d}", budget=1.5) for i in range(30))
+        )
+        assert guard.breaker.state == "closed" and guard.breaker.failures == 0
+    outcomes = Counter(d.steps[0].outcome for d in decisions)
+    assert set(outcomes) == {"answered", "skipped"}, outcomes
+    assert outcomes["answered"] >= 3
+    for decision in decisions:
+        if decision.steps[0].outcome == "skipped":
+            assert decision.steps[0].detail.startswith("rate-limited locally: ")
+            assert decision.status is Status.NOTFOUND
+        else:
+            assert decision.manager == "101"
 
 
 def test_breaker_half_open_lets_one_probe_and_reopens_on_failure():
@@ -240,3 +282,32 @@ async def test_parallel_cancels_what_is_not_needed(tmp_path, sqlite_store):
             assert time.perf_counter() - started < 0.3
     assert steps(decision) == [("amocrm", "answered"), ("bitrix24", "not-needed")]
     assert decision.steps[1].detail == "a source above answered first"
+
+
+async def test_a_call_joining_a_lookup_throttled_for_an_earlier_call_gets_its_own(
+    sqlite_store,
+):
+    """One lookup in flight per number, begun for the first call: it had no request slot
+    within that call's time. A second call waiting on it, with more time, is not told
+    "rate-limited" for the first one's sake: it gets a lookup of its own."""
+    limiter = RateLimiter("scripted", rate_per_s=2)
+
+    class Limited(Scripted):
+        async def lookup(self, number):
+            self.asked += 1
+            await limiter.acquire()  # by when the call that began the lookup stops waiting
+            return Answer(extension="101")
+
+    source = Limited(None)
+    guard = guarded(source, sqlite_store)
+    await limiter.acquire()  # the next slot is half a second away
+    now = asyncio.get_running_loop().time()
+    with asking(by=now + 0.1):
+        first = asyncio.create_task(guard.lookup(CLIENT))
+    with asking(by=now + 5):
+        second = asyncio.create_task(guard.lookup(CLIENT))
+    with pytest.raises(SourceThrottled, match="rate-limited locally"):
+        await first
+    assert (await second).extension == "101"
+    assert source.asked == 2 and guard.breaker.failures == 0
+    await guard.close()

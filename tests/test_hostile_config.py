@@ -269,3 +269,53 @@ def test_datetimes_and_nan_are_refused_with_the_key():
         from_dict(tree, "icm.toml", ENV)
     text = "\n".join(caught.value.lines)
     assert "routing.lookup_budget_ms" in text and "ami.keepalive_s" in text
+
+
+def check_config(path: str | Path, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "icm", "check-config", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **ENV},
+        timeout=timeout,
+    )
+
+
+@pytest.mark.parametrize(
+    "text", ["", "\n", "[ami]\nport = 5038\n", '[routing]\narea_code = "495"\n']
+)
+def test_a_file_with_nobody_to_route_to_is_refused_with_one_line(tmp_path, text):
+    path = tmp_path / "icm.toml"
+    path.write_text(text, encoding="utf-8")
+    result = check_config(path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"{path}: nobody to route to: no [managers.<ext>] section and no routing.extensions "
+        "(expected at least one manager's extension)"
+    ]
+
+
+def test_extensions_alone_are_someone_to_route_to(tmp_path):
+    path = tmp_path / "icm.toml"
+    path.write_text(
+        f'[routing]\nextensions = ["100-199"]\n[store]\nurl = "{tmp_path / "icm.db"}"\n',
+        encoding="utf-8",
+    )
+    assert isinstance(outcome(path, ENV), Config)
+
+
+def test_an_endless_file_is_refused_quickly_with_one_line():
+    result = check_config("/dev/zero", timeout=20)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == ["/dev/zero: larger than 1024 KiB (expected a TOML file)"]
+
+
+@pytest.mark.parametrize("where", ["directory", "/proc/self/status", "/dev/null"])
+def test_check_config_refuses_a_store_path_that_cannot_hold_a_database(tmp_path, where):
+    url = str(tmp_path) if where == "directory" else where
+    path = tmp_path / "icm.toml"
+    path.write_text(f'[managers.101]\nname = "Anna"\n[store]\nurl = "{url}"\n', encoding="utf-8")
+    result = check_config(path)
+    assert result.returncode == 2, result.stdout
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"{path}: store.url: {url!r} is "), line

@@ -203,6 +203,16 @@ pbx_process = process_fixture()
 pbx_process_json = process_fixture('[log]\nformat = "json"\n')
 
 
+async def test_a_truncated_file_is_refused_on_reload_and_the_old_settings_stay(
+    pbx, reloadable, tmp_path
+):
+    daemon, _write = reloadable
+    (tmp_path / "icm.toml").write_text("")  # SIGHUP while the file is being rewritten
+    [problem] = await daemon.reload()
+    assert problem.startswith(f"{tmp_path / 'icm.toml'}: nobody to route to")
+    assert (await pbx.call("89161234567")).dials == [("SIP/101", "ANSWER")]
+
+
 def sighup_blocked(pid: int) -> bool:
     """Whether the process holds SIGHUP back (its blocked-signal mask, from /proc)."""
     try:

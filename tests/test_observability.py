@@ -67,6 +67,7 @@ def test_no_phone_number_or_secret_label():
         "kind",
         "result",
         "operation",
+        "rule",  # a check's name from [rules] order: a closed set
         "le",
     }
 

@@ -167,7 +167,10 @@ async def test_secrets_never_leak(pbx, tmp_path, caplog, start_daemon, monkeypat
         assert code == 2, output
         outputs[f"check-config {name}"] = output
     good = tmp_path / "good.toml"
-    good.write_text(f'[ami]\nsecret_file = "{secret_file}"\n', encoding="utf-8")
+    good.write_text(
+        f'[ami]\nsecret_file = "{secret_file}"\n[routing]\nextensions = ["101"]\n',
+        encoding="utf-8",
+    )
     assert load(good, {}).ami.secret.get_secret_value() == FILE_SECRET
     outputs["repr(config from file)"] = repr(load(good, {}))
     env = {k: v for k, v in os.environ.items() if k != "ICM_AMI_SECRET"}
@@ -186,6 +189,8 @@ reconnect_max_s = 0.2
 url = "{tmp_path / "run.db"}"
 [http]
 listen = "127.0.0.1:0"
+[routing]
+extensions = ["101"]
 [log]
 level = "debug"
 format = "json"

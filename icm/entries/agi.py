@@ -21,9 +21,11 @@ from collections.abc import Callable
 from panoramisk.fast_agi import Request
 
 from icm.config import AgiSettings, split_host_port
+from icm.connections import ConnectionBudget
 from icm.entries.base import Entry, decide, record
 from icm.logs import Throttled
 from icm.metrics import Metrics
+from icm.numbers import is_digits
 from icm.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
@@ -36,10 +38,16 @@ class AgiEntry(Entry):
     """Routing requests over FastAGI: a server on ``agi.listen`` answering with SET VARIABLE."""
 
     def __init__(
-        self, settings: AgiSettings, current: Callable[[], Snapshot], *, metrics: Metrics
+        self,
+        settings: AgiSettings,
+        current: Callable[[], Snapshot],
+        *,
+        metrics: Metrics,
+        budget: ConnectionBudget | None = None,
     ) -> None:
         super().__init__(current, metrics=metrics)
         self.settings = settings
+        self.budget = budget or ConnectionBudget()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._bad = Throttled(log)
@@ -65,6 +73,17 @@ class AgiEntry(Entry):
             task.cancel()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.budget.take("AGI"):
+            writer.transport.abort()
+            return
+        try:
+            await self._serve_counted(reader, writer)
+        finally:
+            self.budget.give_back()
+
+    async def _serve_counted(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
@@ -85,7 +104,7 @@ class AgiEntry(Entry):
             return
         script = env.get("agi_network_script", "")
         token = env.get("agi_arg_1", "")
-        if script != "route" or not (token.isdigit() and len(token) <= 64) or not self.accepting:
+        if script != "route" or not (is_digits(token) and len(token) <= 64) or not self.accepting:
             self.metrics.answers_dropped.labels("malformed" if self.accepting else "stopping").inc()
             self._bad.warning("AGI: ignored a request for %r without a valid token", script[:40])
             return
@@ -98,7 +117,7 @@ class AgiEntry(Entry):
         self.metrics.requests.labels("agi").inc()
         self.metrics.in_flight.inc()
         try:
-            decision = await decide(snapshot.router, request)
+            decision = await decide(snapshot.router, request, "agi")
             value = self.reply(request, decision)
             agi = Request(app=None, headers=env, reader=reader, writer=writer)
             async with asyncio.timeout(2.0):

@@ -31,6 +31,7 @@ from icm.entries.base import Entry, decide, record
 from icm.logs import Throttled
 from icm.metrics import Metrics
 from icm.model import Decision, RouteRequest, Status
+from icm.numbers import is_digits
 from icm.router import Router
 from icm.snapshot import Snapshot
 
@@ -74,6 +75,8 @@ class AmiEntry(Entry):
         self._queued_at = -math.inf
         # Tokens whose outcome was counted: the dialplan may report an outcome twice.
         self._outcomes: collections.OrderedDict[str, None] = collections.OrderedDict()
+        # Told (uniqueid, extension) when the dialplan reports a deputy took the call.
+        self.on_deputy: Callable[[str, str], None] | None = None
 
     @property
     def in_flight(self) -> int:
@@ -84,6 +87,9 @@ class AmiEntry(Entry):
         if kind == "ICMRoute":
             self._on_route(message)
         elif kind == "ICMResult":
+            deputy = message.get("icmdeputy")
+            if deputy.isdigit() and len(deputy) <= 10 and self.on_deputy is not None:
+                self.on_deputy(message.get("uniqueid"), deputy)
             token = message.get("icmtoken")
             if token in self._outcomes:
                 return
@@ -102,7 +108,7 @@ class AmiEntry(Entry):
 
     def _on_route(self, message: Message) -> None:
         token, channel = message.get("icmtoken"), message.get("channel")
-        if not (token.isdigit() and len(token) <= MAX_TOKEN) or not channel:
+        if not (is_digits(token) and len(token) <= MAX_TOKEN) or not channel:
             self.metrics.answers_dropped.labels("malformed").inc()
             self._bad.warning(
                 "ignored an ICMRoute event without a valid token or channel (call %s)",
@@ -191,7 +197,7 @@ class AmiEntry(Entry):
         try:
             if self.claim is not None and not await self.claim(request):
                 return
-            decision = decided or await decide(router, request)
+            decision = decided or await decide(router, request, "ami")
             self._deciding.discard(asyncio.current_task())  # type: ignore[arg-type]
             delivered = await self._deliver(request, decision)
             total_ms = self.elapsed_ms(request)

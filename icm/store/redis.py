@@ -24,8 +24,8 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
+from redis.exceptions import AuthenticationError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from icm.store.base import Binding, StoreError
@@ -289,8 +289,22 @@ class RedisStore:
             raise StoreError(f"Redis store {self.where} is not open")
         try:
             return await command(self._redis)
+        except AuthenticationError as exc:
+            raise StoreError(f"Redis store {self.where}: {self._auth_problem(exc)}") from exc
         except (RedisError, OSError) as exc:
+            if "NOAUTH" in str(exc):
+                raise StoreError(f"Redis store {self.where}: {self._auth_problem(exc)}") from exc
             raise StoreError(f"Redis store {self.where}: {exc or type(exc).__name__}") from exc
+
+    def _auth_problem(self, exc: Exception) -> str:
+        """What an administrator does about a refused login (redis-py's own words speak
+        of HELLO and RESP versions)."""
+        if not self._password:
+            return (
+                "Redis needs a password (expected it in the variable named by "
+                "store.password_env, ICM_REDIS_PASSWORD by default, or in store.password_file)"
+            )
+        return f"Redis refused the password ({exc})"
 
 
 def _binding(number: str, row: dict[str, str], pinned: bool) -> Binding:

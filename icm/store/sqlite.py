@@ -4,7 +4,9 @@ keeps every committed write across a crash of the daemon."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -57,6 +59,22 @@ def _learn_sql(rows: int) -> str:
     )
 
 
+def _prepare(path: Path) -> None:
+    """Check that ``path`` can hold the database, before a connection (and its thread) is
+    made, and create the file readable by its owner only: it holds OAuth tokens, and
+    SQLite gives the -wal and -shm files the database file's permissions."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not path.is_file():
+        raise sqlite3.OperationalError("not a regular file (expected a database file path)")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        if os.fstat(fd).st_size == 0:
+            os.fchmod(fd, 0o600)  # new (or empty): whatever the umask
+    finally:
+        os.close(fd)
+    sqlite3.connect(path).close()
+
+
 class SqliteStore:
     """The embedded store: one SQLite file, for one instance.
 
@@ -78,8 +96,14 @@ class SqliteStore:
         if _AIOSQLITE_LOG.level < logging.INFO:
             _AIOSQLITE_LOG.setLevel(logging.INFO)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            await asyncio.to_thread(_prepare, self.path)
+        except (sqlite3.Error, OSError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise StoreError(f"cannot open SQLite store {self.path}: {reason}") from None
+        opened: list[aiosqlite.Connection] = []
+        try:
             db = await aiosqlite.connect(self.path, isolation_level=None)
+            opened.append(db)
             await db.execute("PRAGMA journal_mode=WAL")
             await db.execute("PRAGMA synchronous=NORMAL")
             await db.execute("PRAGMA busy_timeout=5000")
@@ -87,8 +111,11 @@ class SqliteStore:
             reader = await aiosqlite.connect(
                 f"file:{self.path}?mode=ro", uri=True, isolation_level=None
             )
+            opened.append(reader)
             await reader.execute("PRAGMA busy_timeout=5000")
         except (sqlite3.Error, OSError) as exc:
+            for connection in opened:  # their threads would keep the process alive
+                await connection.close()
             raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from exc
         self._db, self._reader = db, reader
 

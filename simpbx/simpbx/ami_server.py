@@ -13,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import configparser
 import contextlib
-import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Protocol
+
+from simpbx.event_filters import EventFilters
 
 # Write classes an action needs (any one of them); absent: no permission needed.
 ACTION_CLASSES: dict[str, frozenset[str]] = {
@@ -40,7 +42,8 @@ class AmiUser:
     secret: str
     read: frozenset[str] = frozenset({"all"})
     write: frozenset[str] = frozenset({"all"})
-    eventfilters: tuple[str, ...] = ()
+    eventfilters: tuple[tuple[str, str], ...] = ()
+    """``eventfilter`` lines as (key, value): ``("eventfilter", "Event: Hangup")``."""
 
     @classmethod
     def from_manager_conf(cls, text: str, section: str, *, secret: str) -> AmiUser:
@@ -53,15 +56,16 @@ class AmiUser:
             inline_comment_prefixes=(";",),
         )
         parser.optionxform = str  # type: ignore[assignment,method-assign]
-        filters: list[str] = []
+        filters: list[tuple[str, str]] = []
         # configparser keeps one value per key: collect repeated eventfilter lines by hand.
         in_section = False
         for line in text.splitlines():
             stripped = line.split(";", 1)[0].strip()
             if stripped.startswith("["):
                 in_section = stripped == f"[{section}]"
-            elif in_section and stripped.startswith("eventfilter"):
-                filters.append(stripped.split("=", 1)[1].strip())
+            elif in_section and stripped.startswith("eventfilter") and "=" in stripped:
+                key, _, value = stripped.partition("=")
+                filters.append((key.strip(), value.strip()))
         parser.read_string(text)
         conf = parser[section]
 
@@ -78,14 +82,12 @@ class AmiUser:
         classes = {c for c in privilege.split(",") if c and c != "all"}
         return "all" in self.read or classes <= self.read
 
-    def passes_filters(self, text: str) -> bool:
-        if not self.eventfilters:
-            return True
-        include = [f for f in self.eventfilters if not f.startswith("!")]
-        exclude = [f[1:] for f in self.eventfilters if f.startswith("!")]
-        if include and not any(re.search(f, text) for f in include):
-            return False
-        return not any(re.search(f, text) for f in exclude)
+    @cached_property
+    def filters(self) -> EventFilters:
+        return EventFilters.parse(list(self.eventfilters))
+
+    def passes_filters(self, event: str, text: str) -> bool:
+        return self.filters.should_send(event, text)
 
 
 class Backend(Protocol):
@@ -231,7 +233,7 @@ class AmiServer:
             user = session.user
             if user is None or not session.events or not user.may_read(privilege):
                 continue
-            if user.passes_filters(text):
+            if user.passes_filters(event, text):
                 session.send(data)
 
     # -- sessions -------------------------------------------------------------------

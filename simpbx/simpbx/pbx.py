@@ -10,6 +10,7 @@ and answers Setvar on a channel only while the channel exists.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import time
@@ -24,9 +25,24 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from simpbx.ami_server import AmiServer, AmiUser, frame
-from simpbx.dialplan import Dialplan, DialplanError, Interpreter
+from simpbx.dialplan import Dialplan, DialplanError, Hangup, Interpreter
+from simpbx.dialplan.clib import ast_true
+from simpbx.dialplan.host import soft_hangup
 
 BUSY_STATES = frozenset({"INUSE", "BUSY", "ONHOLD", "RINGING", "RINGINUSE"})
+IN_USE_STATES = frozenset({"INUSE", "ONHOLD", "RINGINUSE"})
+# ast_devstate -> ExtensionStatus bits (main/pbx.c ast_devstate_to_extenstate).
+HINT_STATUS = {
+    "NOT_INUSE": 0,
+    "UNKNOWN": 0,
+    "INUSE": 1,
+    "BUSY": 2,
+    "UNAVAILABLE": 4,
+    "INVALID": 4,
+    "RINGING": 8,
+    "RINGINUSE": 9,
+    "ONHOLD": 16,
+}
 OFFLINE_STATES = frozenset({"UNAVAILABLE", "INVALID"})
 TEST_SECRET = "test-secret-5f1c"
 
@@ -102,6 +118,7 @@ class SimChannel:
         self.variables: dict[str, str] = {}
         self.globals = pbx.globals
         self.hangup_requested = asyncio.Event()
+        self.soft_hangups: set[str] = set()
         self.call: Call | None = None
 
     def snapshot(self, prefix: str = "") -> list[tuple[str, str]]:
@@ -173,7 +190,7 @@ class SimChannel:
             ("agi_request", args[0]),
             ("agi_channel", self.name),
             ("agi_language", "en"),
-            ("agi_type", "SIP"),
+            ("agi_type", self.pbx.tech),
             ("agi_uniqueid", self.uniqueid),
             ("agi_version", "20.19.0"),
             ("agi_callerid", self.caller_num or "unknown"),
@@ -187,7 +204,9 @@ class SimChannel:
         ]
         writer.write(("".join(f"{k}: {v}\n" for k, v in env) + "\n").encode())
         status = "SUCCESS"
+        exit_on_hangup = ast_true(self.variables.get("AGIEXITONHANGUP", ""))
         hangup = asyncio.ensure_future(self.hangup_requested.wait())
+        line_read: asyncio.Future[bytes] | None = None
         try:
             while True:
                 line_read = asyncio.ensure_future(reader.readline())
@@ -195,6 +214,8 @@ class SimChannel:
                 if hangup.done() and status != "HANGUP":
                     status = "HANGUP"  # res_agi tells the script, then refuses its commands
                     writer.write(b"HANGUP\n")
+                    if exit_on_hangup:  # ...or, with AGIEXITONHANGUP, leaves at once
+                        break
                 line = await line_read
                 if not line:
                     break
@@ -208,8 +229,12 @@ class SimChannel:
             status = "FAILURE"
         finally:
             hangup.cancel()
+            if line_read is not None:
+                line_read.cancel()
             writer.close()
         self.variables["AGISTATUS"] = status
+        if status == "HANGUP":
+            raise Hangup  # agi_exec_full returns -1 on AGI_RESULT_HANGUP
 
     def _agi_command(self, command: str) -> str:
         verb = command.split(" ", 2)
@@ -225,12 +250,30 @@ class SimChannel:
         return "510 Invalid or unknown command\n"
 
 
+_STATUS_TEXT = {
+    0: "Idle",
+    1: "InUse",
+    2: "Busy",
+    4: "Unavailable",
+    8: "Ringing",
+    9: "InUse&Ringing",
+    16: "Hold",
+    17: "InUse&Hold",
+}
+
+
 class FakeAsterisk:
     """The simulated PBX. Start it, point ICM's ``ami.port`` at :attr:`port`, place calls.
 
     :param dialplan: dialplan texts to run (default: the shipped files, unchanged).
     :param users: AMI users (default: the shipped ``manager_icm.conf`` user ``icm`` with
         secret :data:`TEST_SECRET`).
+    :param tech: the channel technology of phones and trunk: "SIP" (chan_sip: ``SIP/101``,
+        dialled ``SIP/101`` and ``SIP/trunk/NUMBER``) or "PJSIP" (``PJSIP/101``, dialled
+        ``PJSIP/101`` and ``PJSIP/NUMBER@trunk``).
+
+    A phone that is in use or ringing rings again when dialled (call waiting, as chan_sip
+    with ``callcounter`` and PJSIP do); only a device in state BUSY answers BUSY.
     """
 
     def __init__(
@@ -239,7 +282,11 @@ class FakeAsterisk:
         dialplan: Iterable[str] | None = None,
         users: Iterable[AmiUser] | None = None,
         auth_delay: float = 1.0,
+        tech: str = "SIP",
     ) -> None:
+        if tech not in ("SIP", "PJSIP"):
+            raise ValueError(f"tech must be SIP or PJSIP, not {tech!r}")
+        self.tech = tech
         texts = (
             list(dialplan)
             if dialplan is not None
@@ -257,7 +304,10 @@ class FakeAsterisk:
             ]
         self.ami = AmiServer(users, self, auth_delay=auth_delay)
         self.globals: dict[str, str] = dict(self.dialplan.globals)
-        self.devices: dict[str, str] = {}
+        self.devices: dict[str, str] = {}  # as Asterisk reports them
+        self._base: dict[str, str] = {}  # as set_device() left them, before calls
+        self._ringing: collections.Counter[str] = collections.Counter()
+        self._talking: collections.Counter[str] = collections.Counter()
         self.hints: dict[str, tuple[str, str, int]] = {}
         self.phones: dict[str, Phone] = {}
         self.channels: dict[str, SimChannel] = {}
@@ -310,14 +360,65 @@ class FakeAsterisk:
 
     # -- state ----------------------------------------------------------------------------
     def set_device(self, device: str, state: str) -> None:
-        """Set a device state (NOT_INUSE, INUSE, UNAVAILABLE, ...) and announce it."""
+        """Set a device state (NOT_INUSE, INUSE, UNAVAILABLE, ...), as a phone registering,
+        or a call the simulator does not model, would; calls ringing or talking on the
+        device add to it."""
+        self._base[device] = state
+        self._update_device(device)
+
+    def device(self, ext: str) -> str:
+        """The device of extension ``ext``: ``SIP/101`` or ``PJSIP/101``."""
+        return f"{self.tech}/{ext}"
+
+    def _update_device(self, device: str) -> None:
+        """The device's state from its base and its channels; DeviceStateChange, and
+        ExtensionStatus for each hint naming it, only when a state really changes."""
+        base = self._base.get(device, "INVALID")
+        ringing, talking = self._ringing[device], self._talking[device]
+        in_use = talking > 0 or base in IN_USE_STATES
+        if ringing and in_use:
+            state = "RINGINUSE"
+        elif ringing:
+            state = "RINGING"
+        elif talking:
+            state = "INUSE"
+        else:
+            state = base
+        if self.devices.get(device) == state:
+            return
         self.devices[device] = state
         self.emit("DeviceStateChange", [("Device", device), ("State", state)])
+        for exten, (context, hint, _) in list(self.hints.items()):
+            if device in hint.split("&"):
+                self._announce_hint(exten, context, hint, self._hint_status(hint))
 
-    def set_hint(self, exten: str, status: int, *, context: str = "ext-local") -> None:
-        """Set the state of the hint ``exten`` (ExtensionStatus bitmask) and announce it."""
-        hint = f"SIP/{exten}"
+    def _hint_status(self, hint: str) -> int:
+        """``ast_devstate_aggregate`` of the hint's devices, as ExtensionStatus bits."""
+        states = [self.devices.get(d, "INVALID") for d in hint.split("&")]
+        if all(HINT_STATUS.get(s, 4) == 4 for s in states):
+            return 4
+        if "BUSY" in states:
+            return 2
+        ringing = any(s in ("RINGING", "RINGINUSE") for s in states)
+        in_use = any(s in ("INUSE", "RINGINUSE") for s in states)
+        if ringing:
+            return 9 if in_use else 8
+        if in_use:
+            return 1
+        return 16 if "ONHOLD" in states else 0
+
+    def set_hint(
+        self, exten: str, status: int, *, context: str = "ext-local", hint: str | None = None
+    ) -> None:
+        """Set the state of the hint ``exten`` (ExtensionStatus bitmask) and announce it;
+        ``hint`` names its devices (default: the extension's own device)."""
+        self._announce_hint(exten, context, hint or self.device(exten), status)
+
+    def _announce_hint(self, exten: str, context: str, hint: str, status: int) -> None:
+        previous = self.hints.get(exten)
         self.hints[exten] = (context, hint, status)
+        if previous is not None and previous[2] == status and previous[1] == hint:
+            return
         self.emit(
             "ExtensionStatus",
             [
@@ -325,15 +426,15 @@ class FakeAsterisk:
                 ("Context", context),
                 ("Hint", hint),
                 ("Status", str(status)),
-                ("StatusText", "Idle" if status == 0 else "InUse"),
+                ("StatusText", _STATUS_TEXT.get(status, "Unknown")),
             ],
         )
 
     def register(self, *extensions: str, phone: Phone | None = None) -> None:
-        """Registered SIP phones at these extensions, idle, answering as ``phone`` says."""
+        """Registered phones at these extensions, idle, answering as ``phone`` says."""
         for ext in extensions:
-            self.phones[f"SIP/{ext}"] = phone or Phone()
-            self.set_device(f"SIP/{ext}", "NOT_INUSE")
+            self.phones[self.device(ext)] = phone or Phone()
+            self.set_device(self.device(ext), "NOT_INUSE")
 
     # -- calls ----------------------------------------------------------------------------
     async def call(
@@ -349,7 +450,9 @@ class FakeAsterisk:
 
         :param hangup_after: the caller hangs up after this many seconds.
         """
-        channel = self._channel("SIP/trunk", caller, caller_name, context=context, exten=did)
+        channel = self._channel(
+            self.device("trunk"), caller, caller_name, context=context, exten=did
+        )
         call = Call(channel.name, channel.uniqueid, caller, started=time.monotonic())
         channel.call = call
         self.emit("Newchannel", channel.snapshot())
@@ -357,9 +460,7 @@ class FakeAsterisk:
         interpreter = Interpreter(self.dialplan, channel)
         timer = None
         if hangup_after is not None:
-            timer = asyncio.get_running_loop().call_later(
-                hangup_after, channel.hangup_requested.set
-            )
+            timer = asyncio.get_running_loop().call_later(hangup_after, soft_hangup, channel, "dev")
         try:
             await interpreter.run(context, did, 1)
         finally:
@@ -383,7 +484,7 @@ class FakeAsterisk:
         """The ICMRoute UserEvent a channel waiting in the shipped dialplan raises, as
         wire bytes (for benchmarks that drive the daemon without running the dialplan).
         The channel exists, so the answer's Setvar succeeds."""
-        return route_request_frame(self._channel("SIP/trunk", number).snapshot(), token)
+        return route_request_frame(self._channel(self.device("trunk"), number).snapshot(), token)
 
     async def dial(self, caller: SimChannel, dialstring: str, timeout: float | None) -> str:
         """Dial() as Asterisk does it for SIP phones and a trunk."""
@@ -403,14 +504,14 @@ class FakeAsterisk:
             for callee, _, device in legs:
                 self._dial_end(caller, callee, status)
                 self._hangup(callee, 19 if status == "NOANSWER" else 16)
-                self._device_after(device)
+                self._ring_ended(device)
             return status
         callee, phone, device = answered
         for other, _, other_device in legs:
             if other is not callee:
                 self._dial_end(caller, other, "CANCEL")
                 self._hangup(other, 26)
-                self._device_after(other_device)
+                self._ring_ended(other_device)
         await self._talk(caller, callee, device, phone.talk)
         return "ANSWER"
 
@@ -419,15 +520,15 @@ class FakeAsterisk:
     ) -> None:
         """A manager dials an external number from his phone (no ICM involved)."""
         manager = self._channel(
-            f"SIP/{extension}", extension, context="from-internal", exten=number
+            self.device(extension), extension, context="from-internal", exten=number
         )
         self.emit("Newchannel", manager.snapshot())
-        callee = self._channel("SIP/trunk", number, linkedid=manager.linkedid)
+        callee = self._channel(self.device("trunk"), number, linkedid=manager.linkedid)
         callee.exten = number
         self._dial_begin(manager, callee, f"trunk/{number}")
         if answer:
             self._dial_end(manager, callee, "ANSWER")
-            await self._talk(manager, callee, f"SIP/{extension}", talk, device_first=True)
+            await self._talk(manager, callee, self.device(extension), talk, device_first=True)
         else:
             await asyncio.sleep(talk)
             self._dial_end(manager, callee, "NOANSWER")
@@ -445,10 +546,12 @@ class FakeAsterisk:
     ) -> None:
         """A caller talks with ``first`` for ``talk`` seconds, who transfers him to
         ``second`` (who talks ``second_talk`` seconds, default ``talk``); no ICM."""
-        channel = self._channel("SIP/trunk", caller, context="from-trunk", exten="74951230000")
+        channel = self._channel(
+            self.device("trunk"), caller, context="from-trunk", exten="74951230000"
+        )
         self.emit("Newchannel", channel.snapshot())
         bridge = uuid.uuid4().hex
-        one = self._channel(f"SIP/{first}", first, linkedid=channel.linkedid)
+        one = self._channel(self.device(first), first, linkedid=channel.linkedid)
         self._dial_begin(channel, one, first)
         self._dial_end(channel, one, "ANSWER")
         channel.state = one.state = "Up"
@@ -457,7 +560,7 @@ class FakeAsterisk:
         await asyncio.sleep(talk)
         self._bridge_leave(bridge, one, 1)
         self._hangup(one, 16)
-        two = self._channel(f"SIP/{second}", second, linkedid=channel.linkedid)
+        two = self._channel(self.device(second), second, linkedid=channel.linkedid)
         two.state = "Up"
         self._bridge_enter(bridge, two, 2)
         await asyncio.sleep(talk if second_talk is None else second_talk)
@@ -488,26 +591,33 @@ class FakeAsterisk:
         self, caller: SimChannel, target: str
     ) -> tuple[SimChannel, Phone, str] | str:
         tech, _, resource = target.partition("/")
-        if tech != "SIP" or not resource:
+        if tech != self.tech or not resource:
             return "CHANUNAVAIL"
-        peer, _, number = resource.partition("/")
-        if number:  # SIP/trunk/<number>: an external phone
-            device, phone = f"SIP/{peer}", self.phones.get(number, Phone(answer_after=None))
+        if tech == "PJSIP":  # PJSIP/101, PJSIP/NUMBER@trunk
+            number, at, peer = resource.partition("@")
+            if not at:
+                peer, number = resource, ""
+        else:  # SIP/101, SIP/trunk/NUMBER
+            peer, _, number = resource.partition("/")
+        device = f"{tech}/{peer}"
+        if number:  # an external phone, through the trunk
+            phone = self.phones.get(number, Phone(answer_after=None))
         else:
-            device = f"SIP/{peer}"
             phone = self.phones.get(device)
             state = self.devices.get(device, "INVALID")
             if phone is None or state in OFFLINE_STATES:
                 return "CHANUNAVAIL"
-            if state in BUSY_STATES:
+            if state == "BUSY":
                 return "BUSY"
         callee = self._channel(device, number or peer, linkedid=caller.linkedid)
         callee.exten = number or peer
         callee.connected_num = caller.caller_num
         self._dial_begin(caller, callee, resource)
-        if not number:
-            self.set_device(device, "RINGING")
-        return callee, phone, device if not number else ""
+        if number:
+            return callee, phone, ""
+        self._ringing[device] += 1
+        self._update_device(device)
+        return callee, phone, device
 
     async def _ring(
         self, caller: SimChannel, legs: list[tuple[SimChannel, Phone, str]], timeout: float | None
@@ -544,7 +654,10 @@ class FakeAsterisk:
         caller.state = callee.state = "Up"
         caller.connected_num, callee.connected_num = callee.caller_num, caller.caller_num
         if device:
-            self.set_device(device, "INUSE")
+            if not device_first:
+                self._ringing[device] -= 1
+            self._talking[device] += 1
+            self._update_device(device)
         bridge = uuid.uuid4().hex
         self._bridge_enter(bridge, caller, 1)
         self._bridge_enter(bridge, callee, 2)
@@ -554,11 +667,15 @@ class FakeAsterisk:
         self._bridge_leave(bridge, callee, 1)
         self._bridge_leave(bridge, caller, 0)
         self._hangup(callee, 16)
-        self._device_after(device)
-
-    def _device_after(self, device: str) -> None:
         if device:
-            self.set_device(device, "NOT_INUSE")
+            self._talking[device] -= 1
+            self._update_device(device)
+
+    def _ring_ended(self, device: str) -> None:
+        """A leg that rang on ``device`` and was not answered is gone."""
+        if device:
+            self._ringing[device] -= 1
+            self._update_device(device)
 
     def _dial_begin(self, caller: SimChannel, callee: SimChannel, dialstring: str) -> None:
         self.emit("Newchannel", callee.snapshot())

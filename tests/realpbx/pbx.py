@@ -445,6 +445,7 @@ eventfilter = UserEvent: Class[[:digit:]]
                 ("Tag", "TAG"),
                 ("Status", "ICM_STATUS"),
                 ("Manager", "ICM_MANAGER"),
+                ("Deputy", "ICM_DEPUTY"),
                 ("Source", "ICM_SOURCE"),
                 ("DialStatus", "ICM_DIALSTATUS"),
                 ("AgiStatus", "AGISTATUS"),
@@ -1040,6 +1041,24 @@ def place_call(
 # -- ICM --------------------------------------------------------------------------------
 
 
+MANAGERS = """[managers.101]
+name = "Anna"
+[managers.102]
+name = "Boris"
+[managers.103]
+name = "Vera"
+[managers.104]
+name = "Gleb"
+mobiles = ["+79160000104"]
+[managers.105]
+name = "Dina"
+[managers.106]
+name = "Egor"
+[managers.109]
+name = "Offline Oleg"
+"""
+
+
 def icm_command() -> list[str]:
     """The venv's ``icm`` (beside this Python), else ``python -m icm``."""
     script = Path(sys.executable).with_name("icm")
@@ -1061,8 +1080,10 @@ class Icm:
         budget_ms: int = 1500,
         environ: dict[str, str] | None = None,
         dial: str | None = None,
+        managers: str | None = None,
     ) -> None:
-        """:param dial: a [dial] section instead of the one that suits ``pbx``."""
+        """:param dial: a [dial] section instead of the one that suits ``pbx``.
+        :param managers: [managers.<ext>] sections instead of the usual ones."""
         self.pbx, self.run, self.name = pbx, run, name
         self.http_port = free_port()
         self.agi_port = free_port()
@@ -1085,22 +1106,7 @@ lookup_budget_ms = {budget_ms}
 dial_timeout_s = 3
 {routing}
 
-[managers.101]
-name = "Anna"
-[managers.102]
-name = "Boris"
-[managers.103]
-name = "Vera"
-[managers.104]
-name = "Gleb"
-mobiles = ["+79160000104"]
-[managers.105]
-name = "Dina"
-[managers.106]
-name = "Egor"
-[managers.109]
-name = "Offline Oleg"
-
+{MANAGERS if managers is None else managers}
 [sources.icmdb]
 min_talk_s = 0.5
 

@@ -1,5 +1,6 @@
-"""Facts the simulated Asterisk (simpbx/) gets differently, checked once on the real
-one (chan_sip and PJSIP). The real PBX wins; issue 10 lists where the simulator differs:
+"""Facts the simulated Asterisk (simpbx/) once got differently, checked on the real one
+(chan_sip and PJSIP); simpbx now models each (tests/test_simpbx_*.py,
+tests/test_dialplan_interpreter.py). The real PBX wins:
 
 * a ``Dial()`` timeout with a fraction is a float (2.5 is 2.5 s, 0.5 is half a second);
 * a phone that is in use (or ringing) rings when dialled again (call waiting): no BUSY

@@ -134,3 +134,8 @@ def _octal_escape(stream: str) -> tuple[str, int]:
     while end < len(stream) and stream[end] in "01234567":
         end += 1
     return chr(int(stream[2:end] or "0", 8) & 0xFF), end
+
+
+def ast_true(value: str) -> bool:
+    """``ast_true``: yes, true, y, t, 1 or on, in any case."""
+    return value.lower() in {"yes", "true", "y", "t", "1", "on"}

@@ -1,7 +1,8 @@
 """The dialplan functions: ``${FUNC(args)}`` read and ``Set(FUNC(args)=value)`` written.
 
 CUT, FILTER, IF, LEN, RAND, CALLERID, CHANNEL (name, uniqueid, hangup handlers), LOCAL,
-GLOBAL, ISNULL, EXISTS, URIENCODE, CURL and CURLOPT; any other function is refused."""
+GLOBAL, ISNULL, EXISTS, URIENCODE, CURL, CURLOPT and TIMEOUT(absolute); any other function
+is refused."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from simpbx.dialplan.curl import Curl
 from simpbx.dialplan.errors import DialplanError
 from simpbx.dialplan.host import ChannelHost
 from simpbx.dialplan.stack import GosubStack
+from simpbx.dialplan.timeouts import AbsoluteTimeout
 
 
 def split_call(expr: str) -> tuple[str, str]:
@@ -36,6 +38,7 @@ class DialplanFunctions:
         channel: ChannelHost,
         stack: GosubStack,
         curl: Curl,
+        timeout: AbsoluteTimeout,
         rng: random.Random,
         *,
         warn: Callable[[str], None],
@@ -45,6 +48,7 @@ class DialplanFunctions:
         self.channel = channel
         self.stack = stack
         self.curl = curl
+        self.timeout = timeout
         self.rng = rng
         self.handlers: list[str] = []  # hangup handlers, most recent last
         self._warn = warn
@@ -65,6 +69,7 @@ class DialplanFunctions:
             "URIENCODE": lambda a: urllib.parse.quote(a, safe="-_.~"),
             "CURLOPT": self.curl.option,
             "CURL": self.curl.result,
+            "TIMEOUT": self.timeout.read,
         }
         self._writers: dict[str, Callable[[str, str], None]] = {
             "LOCAL": self._write_local,
@@ -72,6 +77,7 @@ class DialplanFunctions:
             "CHANNEL": self._write_channel,
             "GLOBAL": self._write_global,
             "CURLOPT": self.curl.set_option,
+            "TIMEOUT": self.timeout.write,
         }
 
     def read(self, expr: str) -> str | None:

@@ -29,9 +29,9 @@ from simpbx.dialplan.app_data import (
 from simpbx.dialplan.args import check_condition, separate_args
 from simpbx.dialplan.clib import (
     ast_strip,
-    atoi,
     c_int,
     from_bytes,
+    scan_float,
     scan_int_whole,
     strsep,
     to_bytes,
@@ -41,10 +41,11 @@ from simpbx.dialplan.curl import Curl
 from simpbx.dialplan.errors import DialplanError, Hangup
 from simpbx.dialplan.expression import evaluate_expression
 from simpbx.dialplan.functions import DialplanFunctions
-from simpbx.dialplan.host import ChannelHost
+from simpbx.dialplan.host import ChannelHost, clear_soft_hangup
 from simpbx.dialplan.plan import Dialplan
 from simpbx.dialplan.stack import Frame, GosubStack
 from simpbx.dialplan.substitution import parse_variable_name, scan_braced, substring
+from simpbx.dialplan.timeouts import AbsoluteTimeout
 from simpbx.dialplan.waitforcondition import WaitForConditionError, parse_wait_for_condition
 
 _REFUSED_APPS = frozenset(
@@ -139,10 +140,12 @@ class Interpreter:
         self.warnings: list[str] = []
         self._stack = GosubStack()
         self._curl = Curl()
+        self._timeout = AbsoluteTimeout(channel)
         self._functions = DialplanFunctions(
             channel,
             self._stack,
             self._curl,
+            self._timeout,
             rng if rng is not None else random.Random(),
             warn=self._warn,
             substitute=self.substitute,
@@ -200,7 +203,10 @@ class Interpreter:
         if self.dialplan.find(context, exten, priority) is None:
             raise DialplanError(f"nothing at {context},{exten},{priority}")
         self._context, self._exten, self._priority = context, exten, priority
-        await self._pbx_loop()
+        try:
+            await self._pbx_loop()
+        finally:
+            self._timeout.cancel()
         self._dead = True
         if self.dialplan.find(self._context, "h", 1) is not None:
             await self._run_h_exten()
@@ -305,11 +311,21 @@ class Interpreter:
                         f"channel sent to invalid extension {self._context},{self._exten}"
                     )
                 return
-            if not await self._execute(prio):
-                return
-            if self._hung_up():
+            if (not await self._execute(prio) or self._hung_up()) and not self._timed_out():
                 return
             self._priority += 1
+
+    def _timed_out(self) -> bool:
+        """The "timeout" soft hangup with a ``T`` extension in the current context: go there
+        (at the next priority step), the absolute timeout and that cause cleared."""
+        if "timeout" not in self.channel.soft_hangups:
+            return False
+        if self.dialplan.find(self._context, "T", 1) is None:
+            return False
+        self._exten, self._priority = "T", 0
+        self._timeout.cancel()
+        clear_soft_hangup(self.channel, "timeout")
+        return True
 
     async def _run_h_exten(self) -> None:
         """``ast_pbx_h_exten_run``."""
@@ -601,13 +617,16 @@ class Interpreter:
         return not (status == "ANSWER" and "g" not in letters)
 
     def _dial_timeout(self, timeout_text: str) -> float | None:
-        """Dial's timeout argument in seconds (None: ring until answered)."""
+        """Dial's answer timeout in seconds (None: ring until answered): ``%30lf`` read
+        as milliseconds, so "2.5" is 2.5 s (app_dial.c, Asterisk 20)."""
         if not timeout_text:
             return None
         if "^" in timeout_text:
             raise DialplanError("Dial progress timeouts (answer^progress) are not supported")
-        seconds = atoi(timeout_text)
-        if seconds > 0:
-            return float(seconds)
-        self._warn(f"Invalid timeout specified: '{timeout_text}'. Setting timeout to infinite")
+        seconds = scan_float(timeout_text)
+        if seconds is not None and seconds > 0:
+            return int(seconds * 1000) / 1000
+        self._warn(
+            f"Invalid answer timeout specified: '{timeout_text}'. Setting timeout to infinite"
+        )
         return None

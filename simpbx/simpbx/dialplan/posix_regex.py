@@ -19,11 +19,12 @@ _POSIX_CLASSES = {
 }
 
 
-def posix_ere_to_python(pattern: str) -> str:
+def posix_ere_to_python(pattern: str, *, match_only: bool = False) -> str:
     """Translate the POSIX ERE subset whose Python meaning is the same; refuse the rest.
 
     Alternation is refused because POSIX picks the longest alternative and Python the
-    first; GNU backslash classes and Python-only syntax are refused too."""
+    first, unless ``match_only`` (only whether it matches counts, as with REG_NOSUB); GNU
+    backslash classes and Python-only syntax are refused too."""
     out: list[str] = []
     pos = 0
     n = len(pattern)
@@ -40,7 +41,8 @@ def posix_ere_to_python(pattern: str) -> str:
             out.append("\\" + nxt)
             pos += 2
             continue
-        _refuse_non_posix(pattern, pos)
+        if not (match_only and char == "|"):
+            _refuse_non_posix(pattern, pos)
         out.append(char)
         pos += 1
     return "".join(out)
