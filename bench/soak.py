@@ -28,9 +28,11 @@ import collections
 import contextlib
 import os
 import random
+import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -63,6 +65,8 @@ from icm.store import SqliteStore
 PROBE = Path(__file__).resolve().parent / "_probe.py"
 LEARNED = 10_000
 TICK_S = 0.005
+MAX_TICK_EVENTS = 1_200  # 240,000 events/s at most: 12 x the nominal rate
+MAX_TICK_REQUESTS = 120
 
 
 def start_probe(config: Path, log: Path) -> subprocess.Popen[bytes]:
@@ -87,6 +91,13 @@ def kinds(targets: list[str]) -> dict[str, int]:
         target.split(":", 1)[0] if ":" in target else Path(target).name for target in targets
     )
     return dict(counted)
+
+
+def stamped(frame: bytes, when: float) -> bytes:
+    """A frame with Asterisk's ``Timestamp:`` after its Privilege line."""
+    head, _, rest = frame.partition(b"\r\n")
+    privilege, _, rest = rest.partition(b"\r\n")
+    return b"\r\n".join([head, privilege, f"Timestamp: {when:.6f}".encode(), rest])
 
 
 def caller(pick: random.Random) -> str:
@@ -131,16 +142,24 @@ async def main(scale: float, seconds: float, profile: str | None) -> dict[str, o
             while events < total_events or requests < total_requests:
                 share = min(1.0, (loop.time() - start) / seconds)
                 frames: list[bytes] = []
-                while events + len(frames) < round(share * total_events):
+                # A bounded share a tick: a simulated Asterisk that fell behind (a busy
+                # machine) catches up over several ticks, never silent for seconds while
+                # it renders a backlog (a real one never is).
+                while (
+                    events + len(frames) < round(share * total_events)
+                    and len(frames) < MAX_TICK_EVENTS
+                ):
                     frames += call(next(numbers), at=time.time() - 60)
                 if frames:
                     server.send_raw(b"".join(frames))
                     events += len(frames)
-                for _ in range(round(share * total_requests) - requests):
+                for _ in range(min(MAX_TICK_REQUESTS, round(share * total_requests) - requests)):
                     requests += 1
                     channel = pbx._channel("SIP/trunk", caller(pick))
                     token = f"{requests:012d}"
-                    answers.send(token, route_request(channel.snapshot(), token))
+                    # Stamped as Asterisk does with timestampevents = yes, like the calls.
+                    request = stamped(route_request(channel.snapshot(), token), time.time())
+                    answers.send(token, request)
                     loop.call_later(3, pbx.channels.pop, channel.name, None)
                 if not warm and share >= 0.1:
                     warm = {"rss_mb": rss_mb(daemon.pid), "fds": open_fds(daemon.pid)}
@@ -150,17 +169,30 @@ async def main(scale: float, seconds: float, profile: str | None) -> dict[str, o
             duration = loop.time() - start
             # Let the daemon finish: every event handled, every call learned, no request
             # in flight.
-            async with asyncio.timeout(120):
-                while True:
-                    metrics = await scrape(http_port)
-                    end = await stats(http_port)
-                    if (
-                        metrics.get("icm_ami_events_total", 0) >= total_events + total_requests
-                        and end["learner_pending"] == 0
-                        and end["in_flight"] == 0
-                    ):
-                        break
-                    await asyncio.sleep(0.2)
+            try:
+                async with asyncio.timeout(120):
+                    while True:
+                        metrics = await scrape(http_port)
+                        end = await stats(http_port)
+                        if (
+                            metrics.get("icm_ami_events_total", 0) >= events + requests
+                            and end["learner_pending"] == 0
+                            and end["in_flight"] == 0
+                        ):
+                            break
+                        await asyncio.sleep(0.2)
+            except TimeoutError:
+                handled = metrics.get("icm_ami_events_total", 0)
+                log_text = (Path(tmp) / "daemon.log").read_text(errors="replace")
+                kept = Path(tempfile.mkstemp(prefix="icm-soak-daemon-", suffix=".log")[1])
+                shutil.copyfile(Path(tmp) / "daemon.log", kept)
+                raise RuntimeError(
+                    f"the daemon did not settle within 120 s after the traffic: "
+                    f"{handled:.0f} of {events + requests} events handled, "
+                    f"learner_pending {end['learner_pending']}, in_flight {end['in_flight']}, "
+                    f"reconnects {metrics.get('icm_ami_reconnects_total', 0):.0f}; "
+                    f"its log (whole in {kept}) ends:\n{log_text[-3000:]}"
+                ) from None
             await asyncio.sleep(1.0)
             cpu = cpu_seconds(daemon.pid) - cpu0
             rss_end, fds_end = rss_mb(daemon.pid), fd_targets(daemon.pid)

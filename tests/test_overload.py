@@ -124,3 +124,33 @@ def test_a_wrong_asterisk_clock_never_makes_a_fresh_request_old():
         now[0] += 61
         lag.observe(f"{now[0] - 11:.6f}")
     assert lag.observe(f"{now[0] - 11:.6f}") == 0.0
+
+
+async def test_a_request_behind_a_long_queue_in_the_daemon_is_shed_without_timestamps(
+    pbx, make_config, start_daemon
+):
+    """No Timestamp headers (timestampevents off): the daemon still sees its own lag. The
+    request before waited 1.2 s between being read and being started on (a saturated
+    loop); the next one would wait as long, over half its 2 s budget: TIMEOUT at once,
+    which lets the daemon catch up, and the one after is routed again."""
+    pbx.register("101")
+    daemon = await start_daemon(make_config(pbx.port, routing={"lookup_budget_ms": 2000}))
+    await daemon.store.learn(CLIENT, "101", time.time())
+    stalled = []
+
+    def stall_once(message):  # the loop is busy for 1.2 s right after the first request
+        if message.get("icmtoken") == "3001" and not stalled:
+            stalled.append(1)
+            time.sleep(1.2)
+
+    daemon._handlers["UserEvent"].append(stall_once)
+    replies = Replies(pbx)
+    frame = route_request_frame(pbx._channel("SIP/trunk", CLIENT).snapshot(), "3001")
+    pbx.ami.send_raw(frame)
+    await until(lambda: len(replies.all) == 1, timeout=5)
+    for token in ("3002", "3003"):
+        frame = route_request_frame(pbx._channel("SIP/trunk", CLIENT).snapshot(), token)
+        pbx.ami.send_raw(frame)
+        await until(lambda token=token: token in statuses(replies), timeout=5)
+    assert statuses(replies) == {"3001": ["DIAL"], "3002": ["TIMEOUT"], "3003": ["DIAL"]}
+    assert daemon.metrics.requests_shed._value.get() == 1

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -81,10 +82,10 @@ class _Link(asyncio.Protocol):
         self.banner: asyncio.Future[str] = loop.create_future()
         self.lost: asyncio.Future[None] = loop.create_future()
         self.pending: dict[str, _Pending] = {}
-        self._loop = loop
-        # Loop time the last read was handled: the end of data_received, so that the time
-        # spent handling a large read is not counted as silence.
-        self.last_read = loop.time()
+        # Reads so far: a link that delivered bytes since the last look is alive, however
+        # long the daemon took to get round to them (silence is counted in the loop's
+        # chances to read, not in wall time: a saturated loop reads rarely).
+        self.reads = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -100,7 +101,7 @@ class _Link(asyncio.Protocol):
         for message in messages:
             if not self._answer(message):
                 self.client._dispatch(message)
-        self.last_read = self._loop.time()
+        self.reads += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
         error = AmiNotConnected("AMI connection lost")
@@ -286,9 +287,10 @@ class AmiClient:
         timeout: float | None,
         *,
         listing: bool = False,
+        patient: bool = False,
     ) -> Message | list[Message]:
         action_id, future = self._write(link, name, headers, listing=listing)
-        return await self._await(link, name, action_id, future, timeout)
+        return await self._await(link, name, action_id, future, timeout, patient=patient)
 
     def _write(
         self, link: _Link, name: str, headers: Mapping[str, str], *, listing: bool = False
@@ -310,9 +312,12 @@ class AmiClient:
         action_id: str,
         future: asyncio.Future[Message | list[Message]],
         timeout: float | None,
+        *,
+        patient: bool = False,
     ) -> Message | list[Message]:
         try:
-            await _answered(link, future, timeout or self.settings.action_timeout_s)
+            wait = timeout or self.settings.action_timeout_s
+            await _answered(link, future, wait, patient=patient)
             return future.result()
         except TimeoutError:
             raise AmiTimeout(f"no answer to {name} from AMI at {self.where}") from None
@@ -431,7 +436,9 @@ class AmiClient:
         while True:
             await asyncio.sleep(settings.keepalive_s)
             try:
-                pong = await self._send(link, "Ping", {}, settings.keepalive_timeout_s)
+                pong = await self._send(
+                    link, "Ping", {}, settings.keepalive_timeout_s, patient=True
+                )
                 assert isinstance(pong, Message)
                 self.lag.observe(pong.get("timestamp"))
             except AmiTimeout:
@@ -464,17 +471,22 @@ class AmiClient:
 MAX_WAIT_TIMEOUTS = 10
 
 
-async def _answered(link: _Link, future: asyncio.Future[object], timeout: float) -> None:
-    """Wait for ``future`` until ``timeout`` has passed both since now and since the last
-    read from ``link``: an answer queued behind a backlog the daemon is still reading is
-    waited for; a link that went quiet is not.
+async def _answered(
+    link: _Link, future: asyncio.Future[object], timeout: float, *, patient: bool = False
+) -> None:
+    """Wait for ``future`` for ``timeout``, and again for as long as ``link`` delivered
+    bytes in the last ``timeout``: an answer queued behind a backlog the daemon is still
+    reading is waited for; a link that went quiet is not.
 
-    :raises TimeoutError: quiet for ``timeout`` (or waited ``MAX_WAIT_TIMEOUTS`` times it).
+    :param patient: no limit while bytes arrive (the keepalive's Ping: a link that is
+        delivering bytes is alive, however far behind the daemon is).
+    :raises TimeoutError: nothing read for ``timeout`` (or, unless ``patient``, waited
+        ``MAX_WAIT_TIMEOUTS`` times it).
     """
     loop = asyncio.get_running_loop()
-    start = loop.time()
-    give_up = start + timeout * MAX_WAIT_TIMEOUTS
-    until = start + timeout
+    give_up = math.inf if patient else loop.time() + timeout * MAX_WAIT_TIMEOUTS
+    reads = link.reads
+    until = loop.time() + timeout
     while True:
         try:
             async with asyncio.timeout_at(until):
@@ -483,6 +495,7 @@ async def _answered(link: _Link, future: asyncio.Future[object], timeout: float)
         except TimeoutError:
             if future.done():
                 return
-            until = min(max(start, link.last_read) + timeout, give_up)
-            if loop.time() >= until:
+            if link.reads == reads or loop.time() >= give_up:
                 raise
+            reads = link.reads
+            until = min(loop.time() + timeout, give_up)

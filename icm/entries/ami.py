@@ -8,10 +8,12 @@ come late is dropped, never sent, and the channel is never moved (no Redirect).
 The dialplan also reports how each call ended (``ICMResult``); that feeds a metric.
 
 Overload: a request read long after Asterisk raised it (its ``Timestamp``, see
-:mod:`icm.ami.lag`) waited in a backlog, and so did its caller. Past half its budget it
-is answered TIMEOUT at once (the call goes back to its scenario now, not at the end of
-its wait, and the daemon spends nothing on a lookup); past its budget it gets no answer
-at all (the dialplan stopped waiting and already went on with TIMEOUT).
+:mod:`icm.ami.lag`) waited in a backlog, and so did its caller; a request read by a
+daemon whose own queue is long (the last request waited that long between being read
+and being started on) will wait there too. Past half its budget that way it is answered
+TIMEOUT at once (the call goes back to its scenario now, not at the end of its wait, and
+the daemon spends nothing on a lookup, which lets it catch up); read past its budget it
+gets no answer at all (the dialplan stopped waiting and already went on with TIMEOUT).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -37,6 +40,7 @@ log = logging.getLogger(__name__)
 MAX_TOKEN = 64
 MAX_OUTCOMES = 10_000
 MAX_IN_FLIGHT = 5_000  # routing requests decided at once
+QUEUE_SEEN_S = 1.0  # how long the wait of the last request started on is taken as current
 Claim = Callable[[RouteRequest], Awaitable[bool]]
 
 
@@ -60,8 +64,15 @@ class AmiEntry(Entry):
         self.ami = ami
         self.claim = claim
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Those deciding (claim, lookup): bounded by MAX_IN_FLIGHT. An answer written and
+        # awaiting Asterisk's confirmation costs little and does not count.
+        self._deciding: set[asyncio.Task[Any]] = set()
         self._bad = Throttled(log)
         self._late = Throttled(log, interval_s=5.0)
+        # How long the last request waited between being read and being started on (the
+        # event loop's own queue), and when that was seen.
+        self._queued_s = 0.0
+        self._queued_at = -math.inf
         # Tokens whose outcome was counted: the dialplan may report an outcome twice.
         self._outcomes: collections.OrderedDict[str, None] = collections.OrderedDict()
         # Told (uniqueid, extension) when the dialplan reports a deputy took the call.
@@ -112,7 +123,7 @@ class AmiEntry(Entry):
             channel,
             age_s=age,
         )
-        if len(self._tasks) >= MAX_IN_FLIGHT:
+        if len(self._deciding) >= MAX_IN_FLIGHT:
             # A flood (a runaway dialplan, hostile input): the calls over the limit get
             # their dialplan's own TIMEOUT rather than take the daemon down.
             self.metrics.answers_dropped.labels("overloaded").inc()
@@ -125,21 +136,26 @@ class AmiEntry(Entry):
                 self._spawn(self._deliver(request, stopping))
             return
         self.metrics.requests.labels("ami").inc()
-        if age < request.timing.shed_after_s:
-            self._spawn(self._handle(request, snapshot.router))
-        elif asyncio.get_running_loop().time() < request.timing.send_by(request.received):
+        now = asyncio.get_running_loop().time()
+        queued = self._queued()
+        if age + queued < request.timing.shed_after_s:
+            self._spawn(self._handle(request, snapshot.router, parsed=now), deciding=True)
+        elif now < request.timing.send_by(request.received):
             self.metrics.requests_shed.inc()
             self._late.warning(
-                "call %s waited %.0f ms in a backlog before it was read: answered TIMEOUT "
-                "at once (the daemon is overloaded)",
+                "call %s: %.0f ms behind (%.0f ms in Asterisk's backlog, %.0f ms in this "
+                "daemon's queue): answered TIMEOUT at once (the daemon is overloaded)",
                 request.uniqueid,
+                (age + queued) * 1000,
                 age * 1000,
+                queued * 1000,
             )
-            shed = Decision(Status.TIMEOUT, reason=f"waited {age * 1000:.0f} ms in a backlog")
+            reason = f"{(age + queued) * 1000:.0f} ms behind: the daemon is overloaded"
+            shed = Decision(Status.TIMEOUT, reason=reason)
             if self.claim is None:
-                self._answer_now(request, shed)
+                self._answer_now(request, shed, parsed=now)
             else:  # one instance answers, even TIMEOUT
-                self._spawn(self._handle(request, snapshot.router, shed))
+                self._spawn(self._handle(request, snapshot.router, shed, parsed=now), deciding=True)
         else:
             self.metrics.answers_dropped.labels("late").inc()
             self._late.warning(
@@ -149,20 +165,40 @@ class AmiEntry(Entry):
                 age * 1000,
             )
 
-    def _spawn(self, work: Coroutine[Any, Any, object]) -> None:
+    def _queued(self) -> float:
+        """How long a request now waits in this daemon before it is started on: what the
+        last one waited, if it is recent (a saturated loop starts requests all the time)."""
+        now = asyncio.get_running_loop().time()
+        return self._queued_s if now - self._queued_at < QUEUE_SEEN_S else 0.0
+
+    def _started(self, parsed: float) -> None:
+        now = asyncio.get_running_loop().time()
+        self._queued_s, self._queued_at = now - parsed, now
+
+    def _spawn(self, work: Coroutine[Any, Any, object], *, deciding: bool = False) -> None:
         task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        if deciding:
+            self._deciding.add(task)
+            task.add_done_callback(self._deciding.discard)
 
     async def _handle(
-        self, request: RouteRequest, router: Router, decided: Decision | None = None
+        self,
+        request: RouteRequest,
+        router: Router,
+        decided: Decision | None = None,
+        *,
+        parsed: float,
     ) -> None:
         """Claim the call (several instances), decide (unless ``decided``), answer."""
+        self._started(parsed)
         self.metrics.in_flight.inc()
         try:
             if self.claim is not None and not await self.claim(request):
                 return
             decision = decided or await decide(router, request, "ami")
+            self._deciding.discard(asyncio.current_task())  # type: ignore[arg-type]
             delivered = await self._deliver(request, decision)
             total_ms = self.elapsed_ms(request)
             record(
@@ -195,7 +231,7 @@ class AmiEntry(Entry):
             sent = self.ami.action_now("Setvar", self._setvar(request, decision))
         except AmiError as exc:
             self.metrics.answers_dropped.labels("ami_down").inc()
-            log.warning("call %s: answer not delivered: %s", request.uniqueid, exc)
+            self._late.warning("call %s: answer not delivered: %s", request.uniqueid, exc)
             return False
         return await self._confirmed(request, sent)
 
@@ -203,20 +239,21 @@ class AmiEntry(Entry):
         value = self.reply(request, decision)
         return {"Channel": request.channel, "Variable": "ICM_REPLY", "Value": value}
 
-    def _answer_now(self, request: RouteRequest, decision: Decision) -> None:
+    def _answer_now(self, request: RouteRequest, decision: Decision, *, parsed: float) -> None:
         """Write the answer before returning: from inside a read of a backlog, a task
         would run only once the whole read is handled."""
         try:
             sent = self.ami.action_now("Setvar", self._setvar(request, decision))
         except AmiError as exc:
             self.metrics.answers_dropped.labels("ami_down").inc()
-            log.warning("call %s: answer not delivered: %s", request.uniqueid, exc)
+            self._late.warning("call %s: answer not delivered: %s", request.uniqueid, exc)
             return
-        self._spawn(self._recorded(request, decision, sent))
+        self._spawn(self._recorded(request, decision, sent, parsed))
 
     async def _recorded(
-        self, request: RouteRequest, decision: Decision, sent: Awaitable[Message]
+        self, request: RouteRequest, decision: Decision, sent: Awaitable[Message], parsed: float
     ) -> None:
+        self._started(parsed)
         delivered = await self._confirmed(request, sent)
         total_ms = self.elapsed_ms(request)
         record(decision, request, self.metrics, entry="ami", total_ms=total_ms, delivered=delivered)
@@ -235,6 +272,6 @@ class AmiEntry(Entry):
             return False
         except AmiError as exc:
             self.metrics.answers_dropped.labels("ami_down").inc()
-            log.warning("call %s: answer not delivered: %s", request.uniqueid, exc)
+            self._late.warning("call %s: answer not delivered: %s", request.uniqueid, exc)
             return False
         return True
