@@ -208,6 +208,7 @@ read = all
 write = all
 eventfilter = Event: UserEvent
 eventfilter = Event: DialBegin
+eventfilter = Variable: ICM_REPLY
 """
             )
 
@@ -225,6 +226,7 @@ def analyse(events: list[Any]) -> dict[str, Any]:
     """Round trips (ms, Asterisk's clock) from the observer's events of one run."""
     starts: dict[str, float] = {}
     asked: dict[str, float] = {}
+    answered: dict[str, float] = {}  # ICM_REPLY set to an answer (VarSet)
     ends: dict[str, float] = {}
     statuses: dict[str, str] = {}
     dialled = 0
@@ -235,6 +237,8 @@ def analyse(events: list[Any]) -> dict[str, Any]:
             starts[uid] = event.time
         elif event.name == "UserEvent" and kind == "ICMRoute":
             asked.setdefault(uid, event.time)
+        elif event.name == "VarSet" and event.get("value"):
+            answered.setdefault(uid, event.time)
         elif event.name == "UserEvent" and kind == "ICMResult":
             statuses.setdefault(uid, event.get("icmstatus"))
         elif (event.name == "UserEvent" and kind == "LoadEnd") or event.name == "DialBegin":
@@ -256,6 +260,12 @@ def analyse(events: list[Any]) -> dict[str, Any]:
     }
     if waits:  # AMI entry: from the ICMRoute event to the end of the wait
         figures["event_to_return_p99_ms"] = round(percentile(waits, 0.99), 1)
+    # The answer landing in the channel, without the poll: from the ICMRoute event (AMI)
+    # or LoadStart (FastAGI, CURL) to the VarSet of ICM_REPLY.
+    since = asked or starts
+    answers = [(answered[uid] - since[uid]) * 1000 for uid in since if uid in answered]
+    figures["answer_p50_ms"] = round(percentile(answers, 0.50), 1)
+    figures["answer_p99_ms"] = round(percentile(answers, 0.99), 1)
     return figures
 
 
