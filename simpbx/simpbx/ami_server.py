@@ -349,7 +349,7 @@ class AmiServer:
                     ("Context", context),
                     ("Hint", hint),
                     ("Status", str(status)),
-                    ("StatusText", _status_text(status)),
+                    ("StatusText", status_text(status)),
                 ]
                 for exten, context, hint, status in self.backend.extension_states()
             ],
@@ -448,7 +448,8 @@ def _parse_action(raw: bytes) -> dict[str, str] | None:
     return headers or None
 
 
-def _status_text(status: int) -> str:
+def status_text(status: int) -> str:
+    """ExtensionStatus' StatusText for a status (main/pbx.c ast_extension_state2str)."""
     return {
         -2: "Removed",
         -1: "Deleted",

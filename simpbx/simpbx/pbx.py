@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from simpbx.ami_server import AmiServer, AmiUser, frame
+from simpbx.ami_server import AmiServer, AmiUser, frame, status_text
 from simpbx.dialplan import Dialplan, DialplanError, Hangup, Interpreter
 from simpbx.dialplan.clib import ast_true
 from simpbx.dialplan.host import soft_hangup
@@ -250,18 +250,6 @@ class SimChannel:
         return "510 Invalid or unknown command\n"
 
 
-_STATUS_TEXT = {
-    0: "Idle",
-    1: "InUse",
-    2: "Busy",
-    4: "Unavailable",
-    8: "Ringing",
-    9: "InUse&Ringing",
-    16: "Hold",
-    17: "InUse&Hold",
-}
-
-
 class FakeAsterisk:
     """The simulated PBX. Start it, point ICM's ``ami.port`` at :attr:`port`, place calls.
 
@@ -426,7 +414,7 @@ class FakeAsterisk:
                 ("Context", context),
                 ("Hint", hint),
                 ("Status", str(status)),
-                ("StatusText", _STATUS_TEXT.get(status, "Unknown")),
+                ("StatusText", status_text(status)),
             ],
         )
 
