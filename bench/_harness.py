@@ -187,6 +187,27 @@ def fd_targets(pid: int) -> list[str]:
     return targets
 
 
+def learned_number(i: int) -> str:
+    """The ``i``-th caller a bench seeds as learned (dialled as ``8903...`` by the PBX)."""
+    return f"+7903{i:07d}"
+
+
+async def seed_learned(url: str, count: int, managers: list[str]) -> None:
+    """``count`` learned callers (:func:`learned_number`), spread over ``managers``, in
+    the store at ``url`` (a SQLite path or a Redis URL), before the daemon starts."""
+    from icm.store import open_store
+
+    store = open_store(url)
+    await store.open()
+    try:
+        now = time.time()
+        await store.learn_many(
+            [(learned_number(i), managers[i % len(managers)], now, "bench") for i in range(count)]
+        )
+    finally:
+        await store.close()
+
+
 def forget_actions(server: Any) -> None:
     """Empty the simulated AMI server's records of the actions it received (tests read
     them; a bench would only pile up hundreds of thousands, and the GC pauses of this

@@ -40,10 +40,12 @@ from _harness import (
     cpu_seconds,
     forget_actions,
     free_port,
+    learned_number,
     machine,
     report,
     rss_mb,
     scrape,
+    seed_learned,
     start_daemon,
     start_pbx,
     summary,
@@ -52,30 +54,11 @@ from _harness import (
 )
 from _traffic import EVENTS_PER_CALL, MANAGERS, call, route_request
 
-from icm.store import open_store
 from simpbx.redis_server import RedisServer
 from simpbx.redis_server import available as redis_available
 
 LEARNED = 10_000
 TICK_S = 0.005
-
-
-def learned_number(i: int) -> str:
-    return f"+7903{i:07d}"
-
-
-async def seed(url: str) -> None:
-    """10,000 learned callers, spread over the managers."""
-    store = open_store(url)
-    await store.open()
-    try:
-        now = time.time()
-        rows = [
-            (learned_number(i), MANAGERS[i % len(MANAGERS)], now, "bench") for i in range(LEARNED)
-        ]
-        await store.learn_many(rows)
-    finally:
-        await store.close()
 
 
 async def measure(
@@ -156,7 +139,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
     if "sqlite" in stores:
         with tempdir() as tmp:
             url = str(Path(tmp) / "icm.db")
-            await seed(url)
+            await seed_learned(url, LEARNED, MANAGERS)
             result["sqlite"] = await measure(
                 url, args.seconds, args.rate, args.background, args.profile
             )
@@ -175,7 +158,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
 async def run_redis(args: argparse.Namespace) -> dict[str, object] | str:
     url = args.redis
     if url is not None:
-        await seed(url)
+        await seed_learned(url, LEARNED, MANAGERS)
         return await measure(url, args.seconds, args.rate, args.background, None)
     if not redis_available():
         return "skipped: no redis-server on the PATH and no --redis URL"
@@ -183,7 +166,7 @@ async def run_redis(args: argparse.Namespace) -> dict[str, object] | str:
         own = RedisServer(Path(tmp))
         try:
             own.start()
-            await seed(own.url)
+            await seed_learned(own.url, LEARNED, MANAGERS)
             return await measure(own.url, args.seconds, args.rate, args.background, None)
         finally:
             own.stop()

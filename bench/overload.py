@@ -41,14 +41,13 @@ from _harness import (
     machine,
     report,
     scrape,
+    seed_learned,
     start_daemon,
     start_pbx,
     tempdir,
     write_config,
 )
 from _traffic import MANAGERS, call, route_request
-
-from icm.store import SqliteStore
 
 BUDGET_S = 1.5  # the harness's lookup_budget_ms
 OVERLOAD_S = 20.0
@@ -108,13 +107,7 @@ async def main() -> dict[str, object]:
     pbx.ami.on_action = replies.on_action
     with tempdir() as tmp_name:
         tmp = Path(tmp_name)
-        store = SqliteStore(tmp / "icm.db")
-        await store.open()
-        now = time.time()
-        await store.learn_many(
-            [(f"+7903{i:07d}", MANAGERS[i % len(MANAGERS)], now, "") for i in range(LEARNED)]
-        )
-        await store.close()
+        await seed_learned(str(tmp / "icm.db"), LEARNED, MANAGERS)
         http_port = free_port()
         config = write_config(tmp, pbx.port, http_port=http_port)
         text = config.read_text(encoding="utf-8")

@@ -53,14 +53,13 @@ from _harness import (
     report,
     rss_mb,
     scrape,
+    seed_learned,
     start_pbx,
     summary,
     tempdir,
     write_config,
 )
 from _traffic import MANAGERS, call, route_request
-
-from icm.store import SqliteStore
 
 PROBE = Path(__file__).resolve().parent / "_probe.py"
 LEARNED = 10_000
@@ -115,13 +114,7 @@ async def main(scale: float, seconds: float, profile: str | None) -> dict[str, o
     server = pbx.ami
     answers = Answers(pbx)
     with tempdir() as tmp:
-        store = SqliteStore(Path(tmp) / "icm.db")
-        await store.open()
-        now = time.time()
-        await store.learn_many(
-            [(f"+7903{i:07d}", MANAGERS[i % len(MANAGERS)], now, "") for i in range(LEARNED)]
-        )
-        await store.close()
+        await seed_learned(str(Path(tmp) / "icm.db"), LEARNED, MANAGERS)
         http_port = free_port()
         config = write_config(Path(tmp), pbx.port, http_port=http_port)
         daemon = start_probe(config, Path(tmp) / "daemon.log")
