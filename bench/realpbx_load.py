@@ -23,6 +23,7 @@ learning on) through the AMI entry at each rate; then the FastAGI and HTTP/CURL 
     .venv/bin/python bench/realpbx_load.py                 # ~80 s: 6 s of calls a run
     .venv/bin/python bench/realpbx_load.py --seconds 30 --repeat 3 --tech pjsip
     .venv/bin/python bench/realpbx_load.py --rates 60 --entries ami --profile /tmp/icm.txt
+    .venv/bin/python bench/realpbx_load.py --rates 60 --entries agi --stalls /tmp/stalls.json
 
 Skips with one line when there is no Asterisk at ``ICM_ASTERISK`` (default /opt/asterisk)
 or no sipp.
@@ -348,7 +349,15 @@ class Bench:
             )
             self.stack.callback(phone.stop)
         managers = "".join(f'[managers.{ext}]\nname = "M{ext}"\n' for ext in self.managers)
-        self.icm = pbx.Icm(self.pbx, self.dir, managers=managers)
+        environ = {}
+        if self.args.stalls:  # bench/_stalls/sitecustomize.py, in icm run only
+            environ = {
+                "PYTHONPATH": os.pathsep.join(
+                    [str(ROOT / "bench" / "_stalls"), os.environ.get("PYTHONPATH", "")]
+                ),
+                "ICM_STALLS_OUT": str(Path(self.args.stalls).resolve()),
+            }
+        self.icm = pbx.Icm(self.pbx, self.dir, managers=managers, environ=environ)
         text = self.icm.config.read_text().replace('level = "debug"', 'level = "info"')
         self.icm.config.write_text(text)
         self.stack.callback(self.icm.stop)
@@ -538,6 +547,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="the whole sequence, N times")
     parser.add_argument("--no-responder", action="store_true", help="ICM's runs only")
     parser.add_argument("--profile", default="", help="py-spy the daemon into FILE")
+    parser.add_argument(
+        "--stalls",
+        default="",
+        help="record in FILE the daemon's event-loop callbacks over 2 ms (bench/_stalls)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the run directory")
     parser.add_argument(
         "--responder", nargs=2, metavar=("AMI_PORT", "TECH"), help=argparse.SUPPRESS
