@@ -336,3 +336,58 @@ async def test_a_backlog_is_not_taken_for_a_dead_link(server, connect, caplog):
     assert server.logins == 1 and client.logged_in
     assert client._metrics.ami_reconnects._value.get() == 0
     assert "did not answer a Ping" not in caplog.text
+
+
+# -- answers no task awaits (the AMI entry's Setvar: thousands may await at once) ---------
+
+
+async def test_an_action_written_now_is_answered_and_leaves_nothing_pending(server, connect):
+    client = await connect(keepalive_s=60)
+    assert await client.wait_logged_in(2)
+    headers = {"Channel": "SIP/trunk-00000001", "Variable": "ICM_REPLY", "Value": "1|DIAL"}
+    sent = client.action_now("Setvar", headers)
+    assert len(client._link.pending) == 1  # written, its answer awaited by no task
+    assert (await sent).name == "Success"
+    gone = client.action_now("Setvar", {**headers, "Channel": "SIP/gone-00000009"})
+    with pytest.raises(AmiActionError):
+        await gone
+    assert client._link.pending == {}
+
+
+async def test_an_action_written_now_fails_on_a_silent_link(server, connect):
+    client = await connect(keepalive_s=60)
+    assert await client.wait_logged_in(2)
+    server.freeze()
+    sent = client.action_now("Ping", {}, timeout=0.1)
+    with pytest.raises(AmiTimeout):
+        await sent
+    assert client._link.pending == {}
+
+
+async def test_an_action_written_now_waits_while_bytes_arrive_then_gives_up(server, connect):
+    """Asterisk answers nothing but keeps sending events (a backlog): the answer is waited
+    for past its timeout while bytes arrive, and given up after MAX_WAIT_TIMEOUTS of them."""
+    from icm.ami.client import MAX_WAIT_TIMEOUTS
+
+    client = await connect(keepalive_s=60)
+    assert await client.wait_logged_in(2)
+    server.freeze()  # no answers; the events below are written past the freeze
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    sent = client.action_now("Ping", {}, timeout=0.1)
+
+    async def backlog() -> None:
+        n = 0
+        while not sent.done():
+            server.sessions[0].writer.write(event("Test", n=str(n)))
+            n += 1
+            await asyncio.sleep(0.02)
+
+    streaming = asyncio.create_task(backlog())
+    with pytest.raises(AmiTimeout):
+        await sent
+    await streaming
+    # A timer never fires early: had silence been assumed, it would have failed at 0.1 s.
+    assert loop.time() - started >= 0.1 * MAX_WAIT_TIMEOUTS
+    assert len(client.events) >= MAX_WAIT_TIMEOUTS  # the events kept coming meanwhile
+    assert client._link.pending == {} and client.logged_in

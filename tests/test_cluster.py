@@ -111,9 +111,14 @@ async def test_a_burst_is_still_answered_once_per_call(pbx, cluster, redis_url):
     pbx.ami.send_raw(burst)  # 300 calls asking at the same moment, 3 instances
 
     def settled() -> bool:
-        return all(
-            d.metric("icm_requests_total") == 300 and d.metric("icm_requests_in_flight") == 0
-            for d in cluster
+        # Every request read and done with by every instance, and every answer confirmed
+        # by the PBX (a decision is counted once Asterisk took its answer).
+        return (
+            all(
+                d.metric("icm_requests_total") == 300 and d.metric("icm_requests_in_flight") == 0
+                for d in cluster
+            )
+            and sum(d.metric("icm_decisions_total") for d in cluster) >= 300
         )
 
     await until(settled, timeout=60, step=0.2)

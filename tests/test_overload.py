@@ -154,3 +154,24 @@ async def test_a_request_behind_a_long_queue_in_the_daemon_is_shed_without_times
         await until(lambda token=token: token in statuses(replies), timeout=5)
     assert statuses(replies) == {"3001": ["DIAL"], "3002": ["TIMEOUT"], "3003": ["DIAL"]}
     assert daemon.metrics.requests_shed._value.get() == 1
+
+
+async def test_answers_awaiting_confirmation_hold_no_task(pbx, make_config, start_daemon):
+    """Behind a backlog, Asterisk's confirmation of each Setvar comes seconds after the
+    answer was written. Hundreds of answers awaiting it cost a future each, not a task
+    and its coroutines (soak.py: RSS grew with the tasks in flight under overload)."""
+    import asyncio
+
+    pbx.register("101")
+    daemon = await start_daemon(make_config(pbx.port, routing={"lookup_budget_ms": 5000}))
+    await daemon.store.learn(CLIENT, "101", time.time())
+    await until(lambda: daemon.ami.logged_in)
+    tasks_before = len(asyncio.all_tasks())
+    pbx.ami.freeze()  # Asterisk reads the answers but confirms none (yet)
+    session = pbx.ami.sessions[0]
+    count = 300
+    session.writer.write(b"".join(route(pbx, f"{2000 + i}", time.time()) for i in range(count)))
+    await until(lambda: len(daemon.ami._link.pending) == count, timeout=30)
+    assert len(asyncio.all_tasks()) - tasks_before < 10
+    assert daemon.entry.in_flight == count  # still counted as in flight
+    pbx.ami.freeze(False)

@@ -251,28 +251,21 @@ class AmiClient:
 
     def action_now(
         self, name: str, headers: Mapping[str, str], *, timeout: float | None = None
-    ) -> Awaitable[Message]:
-        """Write an action at once (before this function returns) and return what awaits
-        its response, as :meth:`action` raises. For answers that must not wait for the
-        event loop's next turn (a backlog being read).
+    ) -> asyncio.Future[Message]:
+        """Write an action at once (before this function returns) and return the future of
+        its response: done with the Message, or failed as :meth:`action` raises. For
+        answers that must not wait for the event loop's next turn (a backlog being read).
+
+        No task waits for the response: a timer bounds it as :meth:`action` is bounded,
+        so thousands of answers awaiting Asterisk's confirmation behind a backlog cost a
+        future and a timer each.
 
         :raises AmiNotConnected: not logged in (nothing was written).
         """
         link = self._current()
         action_id, future = self._write(link, name, headers)
-        return self._response(link, name, action_id, future, timeout)
-
-    async def _response(
-        self,
-        link: _Link,
-        name: str,
-        action_id: str,
-        future: asyncio.Future[Message | list[Message]],
-        timeout: float | None,
-    ) -> Message:
-        result = await self._await(link, name, action_id, future, timeout)
-        assert isinstance(result, Message)
-        return result
+        _Watch(link, action_id, future, timeout or self.settings.action_timeout_s, self.where, name)
+        return future  # type: ignore[return-value]  # a plain action: never a list
 
     def _current(self) -> _Link:
         if self._link is None or not self.logged_in:
@@ -469,6 +462,48 @@ class AmiClient:
 # However long bytes keep arriving, an action's answer is given up on after this many of
 # its timeouts (an Asterisk that answers everything but this action).
 MAX_WAIT_TIMEOUTS = 10
+
+
+class _Watch:
+    """Bounds a response no task awaits, as :func:`_answered` bounds one awaited: the action
+    fails with :class:`AmiTimeout` once nothing was read for ``timeout``, or after
+    ``MAX_WAIT_TIMEOUTS`` of them; its pending entry goes when it is done either way."""
+
+    __slots__ = ("action_id", "future", "give_up", "link", "reads", "timeout", "timer", "what")
+
+    def __init__(
+        self,
+        link: _Link,
+        action_id: str,
+        future: asyncio.Future[Message | list[Message]],
+        timeout: float,
+        where: str,
+        name: str,
+    ) -> None:
+        loop = future.get_loop()
+        self.link, self.action_id, self.future, self.timeout = link, action_id, future, timeout
+        self.what = (name, where)
+        self.give_up = loop.time() + timeout * MAX_WAIT_TIMEOUTS
+        self.reads = link.reads
+        self.timer = loop.call_later(timeout, self._check)
+        future.add_done_callback(self._done)
+
+    def _check(self) -> None:
+        if self.future.done():
+            return
+        now = self.future.get_loop().time()
+        if self.link.reads == self.reads or now >= self.give_up:
+            name, where = self.what
+            self.future.set_exception(AmiTimeout(f"no answer to {name} from AMI at {where}"))
+            return
+        self.reads = self.link.reads
+        self.timer = self.future.get_loop().call_at(
+            min(now + self.timeout, self.give_up), self._check
+        )
+
+    def _done(self, _: object) -> None:
+        self.timer.cancel()
+        self.link.pending.pop(self.action_id, None)
 
 
 async def _answered(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import math
 from collections.abc import Awaitable, Callable, Coroutine
@@ -67,6 +68,8 @@ class AmiEntry(Entry):
         # Those deciding (claim, lookup): bounded by MAX_IN_FLIGHT. An answer written and
         # awaiting Asterisk's confirmation costs little and does not count.
         self._deciding: set[asyncio.Task[Any]] = set()
+        # Answers written, awaiting Asterisk's confirmation.
+        self._confirming: set[asyncio.Future[Message]] = set()
         self._bad = Throttled(log)
         self._late = Throttled(log, interval_s=5.0)
         # How long the last request waited between being read and being started on (the
@@ -80,7 +83,8 @@ class AmiEntry(Entry):
 
     @property
     def in_flight(self) -> int:
-        return len(self._tasks)
+        """Requests being decided or answered, and answers awaiting confirmation."""
+        return len(self._tasks) + len(self._confirming)
 
     def on_user_event(self, message: Message) -> None:
         kind = message.get("userevent")
@@ -101,8 +105,12 @@ class AmiEntry(Entry):
     async def drain(self, timeout: float) -> None:
         """Stop taking requests; let those in flight finish within ``timeout``."""
         self.accepting = False
+        loop = asyncio.get_running_loop()
+        until = loop.time() + timeout
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=timeout)
+        if self._confirming:  # the answers those tasks wrote, confirmed
+            await asyncio.wait(list(self._confirming), timeout=max(0.0, until - loop.time()))
         for task in list(self._tasks):
             task.cancel()
 
@@ -133,7 +141,7 @@ class AmiEntry(Entry):
             self.metrics.answers_dropped.labels("stopping").inc()
             if self.claim is None:  # nobody else will answer: send the call back now
                 stopping = Decision(Status.TIMEOUT, reason="ICM is stopping")
-                self._spawn(self._deliver(request, stopping))
+                self._spawn(self._deliver(request, stopping, recorded=False))
             return
         self.metrics.requests.labels("ami").inc()
         now = asyncio.get_running_loop().time()
@@ -199,20 +207,15 @@ class AmiEntry(Entry):
                 return
             decision = decided or await decide(router, request, "ami")
             self._deciding.discard(asyncio.current_task())  # type: ignore[arg-type]
-            delivered = await self._deliver(request, decision)
-            total_ms = self.elapsed_ms(request)
-            record(
-                decision,
-                request,
-                self.metrics,
-                entry="ami",
-                total_ms=total_ms,
-                delivered=delivered,
-            )
+            await self._deliver(request, decision)
         finally:
             self.metrics.in_flight.dec()
 
-    async def _deliver(self, request: RouteRequest, decision: Decision) -> bool:
+    async def _deliver(
+        self, request: RouteRequest, decision: Decision, *, recorded: bool = True
+    ) -> None:
+        """Send the answer unless its budget is spent (waiting for a lost link meanwhile);
+        ``recorded``: log the decision and count it once Asterisk confirms it."""
         loop = asyncio.get_running_loop()
         send_by = request.timing.send_by(request.received)
         if loop.time() < send_by:
@@ -226,14 +229,10 @@ class AmiEntry(Entry):
                 request.timing.budget_s * 1000,
                 "AMI is down" if reason == "ami_down" else "decision too slow",
             )
-            return False
-        try:
-            sent = self.ami.action_now("Setvar", self._setvar(request, decision))
-        except AmiError as exc:
-            self.metrics.answers_dropped.labels("ami_down").inc()
-            self._late.warning("call %s: answer not delivered: %s", request.uniqueid, exc)
-            return False
-        return await self._confirmed(request, sent)
+            if recorded:
+                self._record(request, decision, delivered=False)
+            return
+        self._send(request, decision, recorded=recorded)
 
     def _setvar(self, request: RouteRequest, decision: Decision) -> dict[str, str]:
         value = self.reply(request, decision)
@@ -242,36 +241,47 @@ class AmiEntry(Entry):
     def _answer_now(self, request: RouteRequest, decision: Decision, *, parsed: float) -> None:
         """Write the answer before returning: from inside a read of a backlog, a task
         would run only once the whole read is handled."""
+        # When the loop gets round to this is this daemon's own queue (see _queued).
+        asyncio.get_running_loop().call_soon(self._started, parsed)
+        self._send(request, decision, recorded=True)
+
+    def _send(self, request: RouteRequest, decision: Decision, *, recorded: bool) -> None:
+        """Write the answer now. Asterisk's confirmation is awaited by no task (behind a
+        backlog thousands may be awaited at once): :meth:`_confirmed` takes it."""
         try:
             sent = self.ami.action_now("Setvar", self._setvar(request, decision))
         except AmiError as exc:
             self.metrics.answers_dropped.labels("ami_down").inc()
             self._late.warning("call %s: answer not delivered: %s", request.uniqueid, exc)
+            if recorded:
+                self._record(request, decision, delivered=False)
             return
-        self._spawn(self._recorded(request, decision, sent, parsed))
+        self._confirming.add(sent)
+        sent.add_done_callback(functools.partial(self._confirmed, request, decision, recorded))
 
-    async def _recorded(
-        self, request: RouteRequest, decision: Decision, sent: Awaitable[Message], parsed: float
+    def _confirmed(
+        self,
+        request: RouteRequest,
+        decision: Decision,
+        recorded: bool,
+        sent: asyncio.Future[Message],
     ) -> None:
-        self._started(parsed)
-        delivered = await self._confirmed(request, sent)
-        total_ms = self.elapsed_ms(request)
-        record(decision, request, self.metrics, entry="ami", total_ms=total_ms, delivered=delivered)
-
-    async def _confirmed(self, request: RouteRequest, sent: Awaitable[Message]) -> bool:
-        """Whether Asterisk took the answer written."""
-        try:
-            await sent
-        except AmiActionError as exc:
-            gone = "no such channel" in str(exc).lower()
+        """Whether Asterisk took the answer written: counted, and the decision logged."""
+        self._confirming.discard(sent)
+        error = AmiError("cancelled") if sent.cancelled() else sent.exception()
+        if isinstance(error, AmiActionError):
+            gone = "no such channel" in str(error).lower()
             self.metrics.answers_dropped.labels("caller_gone" if gone else "refused").inc()
             if gone:
                 log.info("call %s: the caller hung up before the answer", request.uniqueid)
             else:
-                log.warning("call %s: Asterisk refused the answer: %s", request.uniqueid, exc)
-            return False
-        except AmiError as exc:
+                log.warning("call %s: Asterisk refused the answer: %s", request.uniqueid, error)
+        elif error is not None:
             self.metrics.answers_dropped.labels("ami_down").inc()
-            self._late.warning("call %s: answer not delivered: %s", request.uniqueid, exc)
-            return False
-        return True
+            self._late.warning("call %s: answer not delivered: %s", request.uniqueid, error)
+        if recorded:
+            self._record(request, decision, delivered=error is None)
+
+    def _record(self, request: RouteRequest, decision: Decision, *, delivered: bool) -> None:
+        total_ms = self.elapsed_ms(request)
+        record(decision, request, self.metrics, entry="ami", total_ms=total_ms, delivered=delivered)
