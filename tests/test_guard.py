@@ -44,26 +44,56 @@ async def test_100_concurrent_calls_from_one_number_make_one_request(tmp_path, a
         assert len(amo.requests) - before == 1
 
 
-async def test_negative_answers_are_cached_for_their_own_ttl(tmp_path, amo, sqlite_store):
-    cfg = config(tmp_path, amo, negative_ttl_s=0.3, entities=["contacts"])
+@pytest.fixture
+def store_clock(monkeypatch):
+    """The SQLite store's wall clock, moved by the test (cache entries expire on it):
+    a TTL test that sleeps fails on a busy machine, where three calls can outlast it."""
+    import types
+
+    import icm.store.sqlite
+
+    now = [time.time()]
+    monkeypatch.setattr(icm.store.sqlite, "time", types.SimpleNamespace(time=lambda: now[0]))
+    return now
+
+
+async def written(store, number: str) -> None:
+    """The cache entry written (off the call path, just after the decision)."""
+    async with asyncio.timeout(10):
+        while await store.get(cache_key("amocrm", number)) is None:
+            await asyncio.sleep(0.01)
+
+
+async def test_negative_answers_are_cached_for_their_own_ttl(
+    tmp_path, amo, sqlite_store, store_clock
+):
+    cfg = config(tmp_path, amo, negative_ttl_s=60, cache_ttl_s=600, entities=["contacts"])
     async with running(cfg, sqlite_store) as router:
         before = len(amo.requests)
-        for _ in range(3):
+        assert (await route(router, "+79031234567")).status is Status.NOTFOUND
+        await written(sqlite_store, "+79031234567")
+        for _ in range(2):
             assert (await route(router, "+79031234567")).status is Status.NOTFOUND
         assert len(amo.requests) - before == 1
-        await asyncio.sleep(0.35)
+        store_clock[0] += 59  # inside the negative TTL
+        await route(router, "+79031234567")
+        assert len(amo.requests) - before == 1
+        store_clock[0] += 2  # past it (and far inside the positive one)
         await route(router, "+79031234567")
         assert len(amo.requests) - before == 2
 
 
 async def test_a_manager_changed_in_the_crm_is_picked_up_after_the_positive_ttl(
-    tmp_path, amo, sqlite_store
+    tmp_path, amo, sqlite_store, store_clock
 ):
-    async with running(config(tmp_path, amo, cache_ttl_s=0.3), sqlite_store) as router:
+    async with running(config(tmp_path, amo, cache_ttl_s=60), sqlite_store) as router:
         assert (await route(router)).manager == "101"
+        await written(sqlite_store, CLIENT)
         amo.contacts[0]["responsible_user_id"] = 5550002
         assert (await route(router)).manager == "101"  # cached
-        await asyncio.sleep(0.35)
+        store_clock[0] += 59
+        assert (await route(router)).manager == "101"  # still
+        store_clock[0] += 2
         assert (await route(router)).manager == "102"
 
 
