@@ -308,14 +308,9 @@ class AmiClient:
         *,
         patient: bool = False,
     ) -> Message | list[Message]:
-        try:
-            wait = timeout or self.settings.action_timeout_s
-            await _answered(link, future, wait, patient=patient)
-            return future.result()
-        except TimeoutError:
-            raise AmiTimeout(f"no answer to {name} from AMI at {self.where}") from None
-        finally:
-            link.pending.pop(action_id, None)
+        wait = timeout or self.settings.action_timeout_s
+        _Watch(link, action_id, future, wait, self.where, name, patient=patient)
+        return await future  # cancelled with the caller: the watch then drops its entry
 
     async def _connect(self) -> _Link:
         retrying = AsyncRetrying(
@@ -465,9 +460,13 @@ MAX_WAIT_TIMEOUTS = 10
 
 
 class _Watch:
-    """Bounds a response no task awaits, as :func:`_answered` bounds one awaited: the action
-    fails with :class:`AmiTimeout` once nothing was read for ``timeout``, or after
-    ``MAX_WAIT_TIMEOUTS`` of them; its pending entry goes when it is done either way."""
+    """Bounds the wait for an action's response, awaited or not: the action fails with
+    :class:`AmiTimeout` once nothing was read for ``timeout``; while bytes keep arriving
+    (an answer queued behind a backlog the daemon is still reading) it is waited for, up
+    to ``MAX_WAIT_TIMEOUTS`` of them, or without limit if ``patient`` (the keepalive's
+    Ping: a link that is delivering bytes is alive, however far behind the daemon is).
+    Its pending entry goes when it is done either way. A timer, not a task: behind a
+    backlog thousands of answers may await Asterisk's confirmation at once."""
 
     __slots__ = ("action_id", "future", "give_up", "link", "reads", "timeout", "timer", "what")
 
@@ -479,11 +478,13 @@ class _Watch:
         timeout: float,
         where: str,
         name: str,
+        *,
+        patient: bool = False,
     ) -> None:
         loop = future.get_loop()
         self.link, self.action_id, self.future, self.timeout = link, action_id, future, timeout
         self.what = (name, where)
-        self.give_up = loop.time() + timeout * MAX_WAIT_TIMEOUTS
+        self.give_up = math.inf if patient else loop.time() + timeout * MAX_WAIT_TIMEOUTS
         self.reads = link.reads
         self.timer = loop.call_later(timeout, self._check)
         future.add_done_callback(self._done)
@@ -504,33 +505,3 @@ class _Watch:
     def _done(self, _: object) -> None:
         self.timer.cancel()
         self.link.pending.pop(self.action_id, None)
-
-
-async def _answered(
-    link: _Link, future: asyncio.Future[object], timeout: float, *, patient: bool = False
-) -> None:
-    """Wait for ``future`` for ``timeout``, and again for as long as ``link`` delivered
-    bytes in the last ``timeout``: an answer queued behind a backlog the daemon is still
-    reading is waited for; a link that went quiet is not.
-
-    :param patient: no limit while bytes arrive (the keepalive's Ping: a link that is
-        delivering bytes is alive, however far behind the daemon is).
-    :raises TimeoutError: nothing read for ``timeout`` (or, unless ``patient``, waited
-        ``MAX_WAIT_TIMEOUTS`` times it).
-    """
-    loop = asyncio.get_running_loop()
-    give_up = math.inf if patient else loop.time() + timeout * MAX_WAIT_TIMEOUTS
-    reads = link.reads
-    until = loop.time() + timeout
-    while True:
-        try:
-            async with asyncio.timeout_at(until):
-                await asyncio.shield(future)
-            return
-        except TimeoutError:
-            if future.done():
-                return
-            if link.reads == reads or loop.time() >= give_up:
-                raise
-            reads = link.reads
-            until = min(loop.time() + timeout, give_up)
